@@ -1,0 +1,156 @@
+//! Argo-shaped run state: `WorkflowStatus` and its `NodeStatus` tree, as the
+//! Argo API returns them, so the store and the HTTP API can hand them out unchanged.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Outputs, Parameter};
+
+/// Time as Argo writes it: RFC 3339, UTC.
+pub type Time = DateTime<Utc>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum NodePhase {
+    #[default]
+    Pending,
+    Running,
+    Succeeded,
+    Skipped,
+    Failed,
+    Error,
+    Omitted,
+}
+
+impl NodePhase {
+    /// Succeeded, Skipped, Failed, Error or Omitted: the node will not change again.
+    pub fn is_completed(self) -> bool {
+        !matches!(self, NodePhase::Pending | NodePhase::Running)
+    }
+    pub fn is_success(self) -> bool {
+        matches!(self, NodePhase::Succeeded | NodePhase::Skipped)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodePhase::Pending => "Pending",
+            NodePhase::Running => "Running",
+            NodePhase::Succeeded => "Succeeded",
+            NodePhase::Skipped => "Skipped",
+            NodePhase::Failed => "Failed",
+            NodePhase::Error => "Error",
+            NodePhase::Omitted => "Omitted",
+        }
+    }
+}
+
+impl std::fmt::Display for NodePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum WorkflowPhase {
+    #[default]
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Error,
+}
+
+impl WorkflowPhase {
+    pub fn is_completed(self) -> bool {
+        matches!(self, WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Error)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkflowPhase::Pending => "Pending",
+            WorkflowPhase::Running => "Running",
+            WorkflowPhase::Succeeded => "Succeeded",
+            WorkflowPhase::Failed => "Failed",
+            WorkflowPhase::Error => "Error",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkflowPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Argo's node types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum NodeType {
+    #[default]
+    Pod,
+    Steps,
+    StepGroup,
+    #[serde(rename = "DAG")]
+    Dag,
+    TaskGroup,
+    Retry,
+    Skipped,
+    Suspend,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub id: String,
+    pub name: String,
+    pub display_name: String,
+    #[serde(rename = "type")]
+    pub node_type: NodeType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_name: Option<String>,
+    pub phase: NodePhase,
+    #[serde(default, rename = "boundaryID", skip_serializing_if = "Option::is_none")]
+    pub boundary_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<NodeInputs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Outputs>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbound_nodes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemoned: Option<bool>,
+    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_node_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInputs {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<Parameter>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowStatus {
+    pub phase: WorkflowPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// "succeeded/total" leaf nodes, as Argo reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    #[serde(default)]
+    pub nodes: BTreeMap<String, NodeStatus>,
+}
