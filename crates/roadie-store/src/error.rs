@@ -1,0 +1,87 @@
+//! The one error type of the store. Every variant that concerns a database
+//! names its file, because a user with several profiles needs to know which
+//! one is broken, locked or full.
+
+use std::path::PathBuf;
+
+/// Why a store or profile operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused: locked past the busy timeout, disk full, not a
+    /// database, I/O error below SQLite, ...
+    #[error("{}: {context}: {source}", db.display())]
+    Sqlite {
+        db: PathBuf,
+        /// What the store was doing, e.g. `saving progress of workflow "x"`.
+        context: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A file or directory could not be created or read.
+    #[error("{}: {context}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// No workflow has this name or uid.
+    #[error("workflow {name:?} not found in {}", db.display())]
+    NotFound { name: String, db: PathBuf },
+    /// A workflow with this name (or uid) is already stored; names are unique
+    /// within a profile, as they are within a Kubernetes namespace.
+    #[error("workflow {name:?} already exists in {}", db.display())]
+    AlreadyExists { name: String, db: PathBuf },
+    /// A stored record could not be read back (bad JSON, bad timestamp, unknown
+    /// phase). The database file is readable, but this record is not.
+    #[error("{}: corrupt record: {what}", db.display())]
+    Corrupt { db: PathBuf, what: String },
+    /// The database was written by a newer roadie whose schema this one does
+    /// not know; refusing is safer than guessing.
+    #[error(
+        "{}: database schema version {found} is newer than this roadie supports ({supported}); upgrade roadie",
+        db.display()
+    )]
+    SchemaTooNew {
+        db: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    /// A value could not be turned into JSON for storage.
+    #[error("{}: cannot encode {what} as JSON: {source}", db.display())]
+    Encode {
+        db: PathBuf,
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A profile name outside `[A-Za-z0-9_-]+`.
+    #[error("invalid profile name {name:?}{origin}: {reason}")]
+    InvalidProfile {
+        name: String,
+        /// Where the name came from, e.g. ` (from ROADIE_PROFILE)`, or empty.
+        origin: String,
+        reason: String,
+    },
+    /// None of ROADIE_HOME, XDG_DATA_HOME or HOME is set, so there is no
+    /// place to keep roadie's files.
+    #[error(
+        "cannot tell where to keep roadie's files: set ROADIE_HOME (or XDG_DATA_HOME, or HOME)"
+    )]
+    NoHome,
+}
+
+/// Attaches the database path and what was being done to a rusqlite error.
+pub(crate) trait SqlContext<T> {
+    fn ctx(self, db: &std::path::Path, context: impl FnOnce() -> String) -> Result<T, StoreError>;
+}
+
+impl<T> SqlContext<T> for rusqlite::Result<T> {
+    fn ctx(self, db: &std::path::Path, context: impl FnOnce() -> String) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Sqlite {
+            db: db.to_path_buf(),
+            context: context(),
+            source,
+        })
+    }
+}
