@@ -33,7 +33,10 @@ printf 'test: repo %s; ROADIE_SHARED_DIR=%s\n' "$repo_root" "${ROADIE_SHARED_DIR
 
 if [[ ${ROADIE_STRICT:-0} == 1 ]]; then
     step "cargo fmt --all -- --check"
-    cargo fmt --all -- --check || die "code is not rustfmt-clean: run 'cargo fmt -p CRATE' on the crates listed above"
+    # rustfmt colours its diff even into a file or pipe; keep CI logs plain.
+    fmt_color=auto
+    [[ -t 1 ]] || fmt_color=never
+    cargo fmt --all -- --check --color "$fmt_color" || die "code is not rustfmt-clean: run 'cargo fmt -p CRATE' on the crates listed above"
     step "cargo clippy --workspace --all-targets -- -D warnings"
     cargo clippy --workspace --all-targets -- -D warnings || die "clippy found warnings (see above)"
 fi
@@ -41,15 +44,45 @@ fi
 step "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 
+# Each runner's output is also kept in a log so the totals can be summed into
+# one closing line: doc tests run last, and a crate without doc tests would
+# otherwise end the run on a "0 passed" line.
+log_dir=$(mktemp -d)
+trap 'rm -rf "$log_dir"' EXIT
+status=0
+
 if cargo nextest --version >/dev/null 2>&1; then
     step "cargo nextest run --workspace --no-fail-fast"
-    cargo nextest run --workspace --no-fail-fast
+    cargo nextest run --workspace --no-fail-fast 2>&1 | tee "$log_dir/unit.log" || status=1
 else
-    step "cargo test --workspace --no-fail-fast (cargo-nextest not installed)"
-    cargo test --workspace --no-fail-fast
+    step "cargo test --workspace --all-targets --no-fail-fast (cargo-nextest not installed; doc tests next)"
+    cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$log_dir/unit.log" || status=1
 fi
 
 step "cargo test --doc --workspace"
-cargo test --doc --workspace
+cargo test --doc --workspace 2>&1 | tee "$log_dir/doc.log" || status=1
 
+# Sum "N passed" / "N failed" / "N skipped|ignored" from nextest's Summary line
+# and from every libtest "test result:" line.
+count() { # count WORD FILE...: sum of the numbers before WORD on result lines
+    awk -v word="$1" '
+        /^ *Summary \[/ || /^test result:/ {
+            line = $0
+            while (match(line, "[0-9]+ " word)) {
+                n += substr(line, RSTART, RLENGTH - length(word) - 1)
+                line = substr(line, RSTART + RLENGTH)
+            }
+        }
+        END { print n + 0 }' "${@:2}"
+}
+passed=$(count passed "$log_dir"/*.log)
+failed=$(($(count failed "$log_dir"/*.log) + $(count 'timed out' "$log_dir"/*.log)))
+skipped=$(($(count skipped "$log_dir"/*.log) + $(count ignored "$log_dir"/*.log)))
+
+if [[ $status -ne 0 ]]; then
+    printf '\ntest: FAILED (see above)\n'
+    printf 'tests: %d passed, %d failed, %d skipped\n' "$passed" "$failed" "$skipped"
+    exit 1
+fi
 printf '\ntest: all steps passed\n'
+printf 'tests: %d passed, %d failed, %d skipped\n' "$passed" "$failed" "$skipped"
