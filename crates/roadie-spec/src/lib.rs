@@ -3,9 +3,13 @@
 //! This crate knows the shape of a Workflow and nothing of how it runs: no
 //! engine, no processes, no store.
 
+mod lint;
+mod source_map;
 mod status;
 mod types;
 
+pub use lint::{Diagnostic, Severity, lint, lint_workflow};
+pub use source_map::SourceMap;
 pub use status::*;
 pub use types::*;
 
@@ -90,19 +94,39 @@ mod tests {
         let influx = &wf.spec.templates[1];
         assert!(influx.is_daemon());
         assert_eq!(influx.kind(), TemplateKind::Container);
-        let probe = influx.container.as_ref().and_then(|c| c.readiness_probe.as_ref());
-        assert_eq!(probe.and_then(|p| p.http_get.as_ref()).map(|h| h.port.clone()), Some(IntOrString::Int(8086)));
+        let probe = influx
+            .container
+            .as_ref()
+            .and_then(|c| c.readiness_probe.as_ref());
+        assert_eq!(
+            probe
+                .and_then(|p| p.http_get.as_ref())
+                .map(|h| h.port.clone()),
+            Some(IntOrString::Int(8086))
+        );
         let steps = wf.spec.templates[0].steps.as_ref().expect("steps");
         assert_eq!(steps.len(), 4);
         assert_eq!(steps[2].len(), 3);
-        assert!(ignored_fields(&wf).iter().any(|f| f.ends_with("container.resources")), "{:?}", ignored_fields(&wf));
+        assert!(
+            ignored_fields(&wf)
+                .iter()
+                .any(|f| f.ends_with("container.resources")),
+            "{:?}",
+            ignored_fields(&wf)
+        );
     }
 
     #[test]
     fn numbers_are_accepted_as_parameter_values() {
         let src = "spec:\n  arguments:\n    parameters:\n    - name: n\n      value: 3\n";
         let wf = parse_workflow(src, "x.yaml").expect("parses");
-        assert_eq!(wf.spec.arguments.parameters[0].value.as_ref().map(|v| v.as_str()), Some("3"));
+        assert_eq!(
+            wf.spec.arguments.parameters[0]
+                .value
+                .as_ref()
+                .map(|v| v.as_str()),
+            Some("3")
+        );
     }
 
     #[test]
