@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use roadie_spec::{NodeStatus, Time, Workflow, WorkflowPhase, WorkflowStatus};
@@ -585,17 +585,50 @@ impl SqliteStore {
 fn configure(conn: &Connection, db: &Path) -> Result<(), StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT)
         .ctx(db, || "setting busy timeout".into())?;
-    // The answer is the mode in force; a file system without shared memory
-    // keeps the old mode, which is slower but still correct, so it is not checked.
-    let _mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-        .ctx(db, || "enabling write-ahead logging".into())?;
+    enable_wal(conn, db)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .ctx(db, || "setting synchronous=NORMAL".into())?;
     conn.pragma_update(None, "foreign_keys", true)
         .ctx(db, || "enabling foreign keys".into())?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
+}
+
+/// Switches the file to write-ahead logging (a persistent setting, so usually
+/// already done). The switch needs an exclusive lock and SQLite reports
+/// SQLITE_BUSY at once instead of calling the busy handler when another
+/// connection holds the file (as when several processes open a new
+/// database together), so it is retried here up to the busy timeout.
+fn enable_wal(conn: &Connection, db: &Path) -> Result<(), StoreError> {
+    let ctx = || "enabling write-ahead logging".to_string();
+    let current: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .ctx(db, ctx)?;
+    if current.eq_ignore_ascii_case("wal") {
+        return Ok(());
+    }
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        // The answer is the mode in force; a file system without shared
+        // memory keeps the old mode, slower but still correct, so it is not
+        // checked.
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e).ctx(db, ctx),
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 fn user_version(conn: &Connection, db: &Path) -> Result<i64, StoreError> {

@@ -615,3 +615,51 @@ fn corrupt_record_is_reported_not_panicked() {
         "{err}"
     );
 }
+
+#[test]
+fn many_openers_of_a_new_file_migrate_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("roadie.db");
+    let barrier = Arc::new(std::sync::Barrier::new(6));
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let (path, barrier) = (path.clone(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                let store = Store::open(&path).unwrap();
+                store
+                    .create_workflow(&new_wf(&format!("u{i}"), &format!("wf-{i}"), i))
+                    .unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.list_workflows(&ListFilter::default()).unwrap().len(),
+        6
+    );
+    assert_eq!(raw_count(&path, "PRAGMA user_version"), SCHEMA_VERSION);
+}
+
+#[test]
+fn error_messages_read_well() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path) = open(dir.path());
+    let p = path.display().to_string();
+    let err = store.save_progress("ghost", &running(), &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("workflow \"ghost\" not found in {p}")
+    );
+    store.create_workflow(&new_wf("u1", "wf", 0)).unwrap();
+    let err = store
+        .create_workflow(&new_wf("u1", "other", 0))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("workflow \"other (uid u1)\" already exists in {p}")
+    );
+}
