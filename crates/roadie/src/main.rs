@@ -1,1 +1,166 @@
-fn main() {}
+//! `roadie`: the command line. Thin: it parses arguments and calls the
+//! layers (spec for lint, engine + runtime + store for runs, store for queries).
+
+mod commands;
+mod render;
+mod runner;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code for usage and lint errors (clap uses 2 as well).
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "roadie",
+    version,
+    about = "Run Argo Workflows on this machine, with first-class daemon steps",
+    long_about = "roadie runs workflows written in the Argo Workflows YAML format (the same files, \
+and the files Hera writes) without Kubernetes. Steps run as host processes; daemon steps are \
+started, probed until ready, published as {{steps.NAME.ip}} and torn down when the template \
+that started them ends. Every run is recorded in the profile's SQLite store.",
+    after_help = "Examples:\n  roadie run workflow.yaml -p message=hi\n  roadie list\n  roadie get daemon-step-x7k2p\n  roadie logs daemon-step-x7k2p --node consumer\n  roadie lint workflows/*.yaml"
+)]
+struct Cli {
+    /// Profile: an isolated roadie installation (store, logs). Files live under
+    /// $ROADIE_HOME (default $XDG_DATA_HOME/roadie or ~/.local/share/roadie).
+    #[arg(long, global = true, env = "ROADIE_PROFILE")]
+    profile: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Human-readable tree or table.
+    Wide,
+    /// Argo-shaped JSON.
+    Json,
+    /// Argo-shaped YAML.
+    Yaml,
+    /// Only the name.
+    Name,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workflow to completion on this machine, showing its node tree live.
+    #[command(
+        after_help = "Examples:\n  roadie run daemon-step.yaml\n  roadie run hello.yaml -p message='hello world'\n  roadie run wf.yaml --name nightly-1 -o json > result.json\n\nExit status: 0 if the workflow Succeeded, 1 if it Failed or Errored, 2 on usage or lint errors."
+    )]
+    Run {
+        /// Workflow file (YAML or JSON, kind: Workflow).
+        file: String,
+        /// Set a workflow parameter (spec.arguments.parameters); repeatable.
+        #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
+        parameters: Vec<String>,
+        /// Name of this run (default: metadata.name, or generateName plus 5 random characters).
+        #[arg(long)]
+        name: Option<String>,
+        /// After the run, print the workflow in this format instead of the summary.
+        #[arg(short = 'o', long = "output", value_enum)]
+        output: Option<OutputFormat>,
+        /// Print only the final summary, not the live tree.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Check workflow files and report every problem as file:line:col.
+    #[command(
+        after_help = "Examples:\n  roadie lint workflow.yaml\n  roadie lint examples/*.yaml\n\nExit status: 0 when clean (warnings allowed), 1 when problems were found, 2 when a file cannot be read."
+    )]
+    Lint {
+        /// Files to check.
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// List recorded workflows, newest first.
+    #[command(
+        visible_alias = "ls",
+        after_help = "Examples:\n  roadie list\n  roadie list --running\n  roadie list -o json"
+    )]
+    List {
+        /// Only workflows still running.
+        #[arg(long)]
+        running: bool,
+        /// Only workflows that finished.
+        #[arg(long)]
+        completed: bool,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "wide")]
+        output: OutputFormat,
+    },
+    /// Show a workflow: its node tree with phases, durations, messages, daemon addresses.
+    #[command(
+        after_help = "Examples:\n  roadie get daemon-step-x7k2p\n  roadie get daemon-step-x7k2p -o json | jq .status.phase\n  roadie get @latest"
+    )]
+    Get {
+        /// Workflow name or uid (`@latest` for the newest).
+        name: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "wide")]
+        output: OutputFormat,
+    },
+    /// Print the logs of a workflow's steps.
+    #[command(
+        after_help = "Examples:\n  roadie logs daemon-step-x7k2p\n  roadie logs daemon-step-x7k2p --node consumer\n  roadie logs @latest --follow"
+    )]
+    Logs {
+        /// Workflow name or uid (`@latest` for the newest).
+        name: String,
+        /// Only this node (display name, node name or node ID).
+        #[arg(long)]
+        node: Option<String>,
+        /// Keep printing new lines until the workflow ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Delete recorded workflows and their logs.
+    #[command(
+        after_help = "Examples:\n  roadie delete daemon-step-x7k2p\n  roadie delete --completed"
+    )]
+    Delete {
+        /// Workflow names or uids.
+        names: Vec<String>,
+        /// Delete every finished workflow.
+        #[arg(long)]
+        completed: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let profile = cli.profile.clone();
+    let result = match cli.command {
+        Command::Run {
+            file,
+            parameters,
+            name,
+            output,
+            quiet,
+        } => runner::run_command(profile.as_deref(), &file, &parameters, name, output, quiet),
+        Command::Lint { files } => commands::lint(&files),
+        Command::List {
+            running,
+            completed,
+            limit,
+            output,
+        } => commands::list(profile.as_deref(), running, completed, limit, output),
+        Command::Get { name, output } => commands::get(profile.as_deref(), &name, output),
+        Command::Logs { name, node, follow } => {
+            commands::logs(profile.as_deref(), &name, node.as_deref(), follow)
+        }
+        Command::Delete { names, completed } => {
+            commands::delete(profile.as_deref(), &names, completed)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
