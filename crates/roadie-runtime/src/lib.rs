@@ -1,1 +1,131 @@
-//! placeholder
+//! Layer `runtime` of roadie: how a step runs as a host process, readiness probes, log
+//! capture, and the rule that **no process outlives the run**.
+//!
+//! The engine decides, this crate acts. [`HostRuntime`] takes commands ([`HostRuntime::start`],
+//! [`HostRuntime::signal`], [`HostRuntime::probe`], [`HostRuntime::shutdown`]) and reports
+//! what happened as [`RuntimeEvent`]s on a channel; it knows nothing about workflows, retries
+//! or probe schedules (initial delay, period and thresholds are the engine's: a probe here is
+//! one attempt).
+//!
+//! How "no process outlives the run" is kept, even when roadie is killed with SIGKILL:
+//! - every step is the leader of its own process group, and a leader that exits takes its
+//!   group with it (SIGKILL to the group before the leader is reaped);
+//! - every leader has `PR_SET_PDEATHSIG = SIGKILL`, so it dies with roadie;
+//! - every group is recorded on disk before its code runs, and [`reap_leftovers`], called
+//!   when roadie next starts, kills what a dead roadie left behind (the leader's descendants,
+//!   which the death signal does not reach).
+//!
+//! See `spawn.rs` for the threading rule that makes the death signal reliable.
+//!
+//! This crate does not know about the engine's node tree, the store, or containers.
+
+mod host;
+mod probe;
+mod procfs;
+mod registry;
+mod spawn;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use host::HostRuntime;
+pub use registry::reap_leftovers;
+
+/// Everything needed to start one attempt of a step as a host process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepLaunch {
+    /// Unique per attempt (the engine's node id); used in events and file names.
+    pub key: String,
+    /// Program and arguments, already substituted. For scripts: the template's `command`
+    /// (e.g. `["python"]`); the runtime appends the script file's path. Empty with a
+    /// script: the script file is executed directly (it needs a `#!` line).
+    pub argv: Vec<String>,
+    /// Script source: written to a file in the run's registry directory, mode 0755, whose
+    /// path is appended to `argv`. Removed when the step ends.
+    pub script: Option<String>,
+    /// Added to roadie's own environment (a `PATH` here is also used to find the program).
+    pub env: Vec<(String, String)>,
+    /// The step's current directory; roadie's own when `None`.
+    pub working_dir: Option<PathBuf>,
+    /// Where stdout and stderr go, interleaved line by line as they arrive (appended).
+    /// Missing parent directories are created.
+    pub log_path: PathBuf,
+    /// Output parameters: read after exit (one trailing newline trimmed); a missing file is
+    /// `None`. Relative paths are relative to `working_dir`.
+    pub output_files: Vec<(String, PathBuf)>,
+}
+
+/// A signal roadie sends to a step's whole process group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Signal {
+    /// SIGTERM: please stop.
+    Term,
+    /// SIGKILL: stop now.
+    Kill,
+}
+
+impl Signal {
+    fn to_nix(self) -> nix::sys::signal::Signal {
+        match self {
+            Signal::Term => nix::sys::signal::Signal::SIGTERM,
+            Signal::Kill => nix::sys::signal::Signal::SIGKILL,
+        }
+    }
+}
+
+/// What happened to a step or a probe. Every [`HostRuntime::start`] ends in exactly one
+/// `StartFailed` or one `Started` followed by one `Exited`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    /// The process runs (its code may already have started).
+    Started { key: String, pid: u32 },
+    /// The process could not be started, e.g. `"influxd: command not found in PATH"`.
+    StartFailed { key: String, message: String },
+    /// The leader exited, the rest of its group was killed and its output drained.
+    Exited { key: String, exit: ExitInfo },
+    /// The outcome of one [`HostRuntime::probe`] attempt.
+    ProbeResult {
+        key: String,
+        ok: bool,
+        message: String,
+    },
+}
+
+/// How a step's process ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// The exit code, when it exited normally.
+    pub code: Option<i32>,
+    /// The signal number, when a signal killed it.
+    pub signal: Option<i32>,
+    /// Full stdout, capped at 256 KiB (the tail is kept), one trailing newline trimmed:
+    /// Argo's `outputs.result`.
+    pub stdout: String,
+    /// The `output_files` of the launch, by name; `None` when the file was missing.
+    pub outputs: BTreeMap<String, Option<String>>,
+    /// For people: `"exit code 3"`, `"killed by SIGKILL"`.
+    pub message: String,
+}
+
+impl ExitInfo {
+    /// Exited by itself with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Failures of the runtime itself (not of a step: those are events).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the host runtime must be created inside a tokio runtime")]
+    NoTokioRuntime,
+    #[error("cannot start the process-spawner thread: {0}")]
+    SpawnerThread(#[source] std::io::Error),
+}

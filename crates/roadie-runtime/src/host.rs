@@ -1,0 +1,765 @@
+//! The host runtime: steps as plain processes on this machine.
+//!
+//! Per step roadie spends one registry file, one fork/exec on the spawner thread and one
+//! tokio task that reads both pipes and waits on the leader's pidfd: no thread per step,
+//! no polling.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc::UnboundedSender, watch};
+use tokio::time::Instant;
+
+use crate::probe;
+use crate::registry::{Registry, remove_quietly};
+use crate::spawn::{self, Spawned, describe_spawn_error, kill_group};
+use crate::{ExitInfo, RuntimeError, RuntimeEvent, Signal, StepLaunch};
+
+/// Argo's `outputs.result` keeps at most this much of stdout (the tail).
+const STDOUT_CAP: usize = 256 * 1024;
+/// After the leader exited and its group was killed, how long to wait for the pipes to
+/// close. Only a process that left the group (setsid) and still holds the pipe needs it.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+const READ_CHUNK: usize = 16 * 1024;
+/// A line longer than this is written to the log in pieces.
+const MAX_PARTIAL_LINE: usize = 64 * 1024;
+
+/// Sequence numbers name registry files; process-wide so that two runtimes sharing a
+/// state directory never collide.
+static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) fn next_seq() -> u64 {
+    NEXT_SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Work for the spawner thread.
+pub(crate) enum Job {
+    Step(StepLaunch),
+    ExecProbe(probe::ExecProbe),
+}
+
+/// Runs steps as host processes. Cheap to clone; all clones drive the same processes.
+///
+/// Create it inside a tokio runtime (it keeps the runtime's handle). It owns one thread, the
+/// spawner (see the `spawn` module for why); when the last clone is dropped that thread ends
+/// and the kernel SIGKILLs every step leader. Use [`HostRuntime::shutdown`] to stop gracefully.
+#[derive(Clone)]
+pub struct HostRuntime {
+    shared: Arc<Shared>,
+    jobs: Arc<mpsc::Sender<Job>>,
+}
+
+/// State shared by the handles, the spawner thread and the per-step tasks.
+pub(crate) struct Shared {
+    pub(crate) events: UnboundedSender<RuntimeEvent>,
+    pub(crate) registry: Registry,
+    pub(crate) handle: Handle,
+    steps: Mutex<Steps>,
+    /// The number of live steps, for [`HostRuntime::shutdown`] to wait on.
+    live: watch::Sender<usize>,
+}
+
+#[derive(Default)]
+struct Steps {
+    map: HashMap<String, StepState>,
+    shutting_down: bool,
+}
+
+enum StepState {
+    /// Queued for the spawner; a signal asked for meanwhile is applied right after spawn.
+    Starting { pending: Option<Signal> },
+    /// The group exists and its leader has not exited.
+    Running { pgid: i32 },
+    /// The leader exited: its pgid must not be signalled any more (it may be reused).
+    Exiting,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Steps> {
+        self.steps.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets a step and reports its last event, atomically with `live_steps`.
+    fn finish(&self, key: &str, event: RuntimeEvent) {
+        let mut steps = self.lock();
+        steps.map.remove(key);
+        // The receiver may be gone when the driver stopped listening; nothing to do then.
+        let _ = self.events.send(event);
+        self.live.send_replace(steps.map.len());
+    }
+
+    fn mark_running(&self, key: &str, pgid: i32, pid: u32) {
+        let mut steps = self.lock();
+        if let Some(state) = steps.map.get_mut(key) {
+            let pending = match state {
+                StepState::Starting { pending } => *pending,
+                _ => None,
+            };
+            *state = StepState::Running { pgid };
+            if let Some(signal) = pending {
+                kill_group(pgid, signal.to_nix());
+            }
+        }
+        let _ = self.events.send(RuntimeEvent::Started {
+            key: key.to_owned(),
+            pid,
+        });
+    }
+
+    fn mark_exiting(&self, key: &str) {
+        if let Some(state) = self.lock().map.get_mut(key) {
+            *state = StepState::Exiting;
+        }
+    }
+
+    fn signal_all(&self, signal: Signal, stop_accepting: bool) {
+        let mut steps = self.lock();
+        if stop_accepting {
+            steps.shutting_down = true;
+        }
+        for state in steps.map.values_mut() {
+            apply_signal(state, signal);
+        }
+    }
+}
+
+fn apply_signal(state: &mut StepState, signal: Signal) {
+    match state {
+        StepState::Starting { pending } => *pending = (*pending).max(Some(signal)),
+        StepState::Running { pgid } => kill_group(*pgid, signal.to_nix()),
+        StepState::Exiting => {}
+    }
+}
+
+impl HostRuntime {
+    /// Creates the runtime: this process's registry directory under
+    /// `state_dir/running/` and the spawner thread. Must be called inside a tokio runtime.
+    pub fn new(
+        state_dir: &Path,
+        events: UnboundedSender<RuntimeEvent>,
+    ) -> Result<Self, RuntimeError> {
+        let handle = Handle::try_current().map_err(|_| RuntimeError::NoTokioRuntime)?;
+        let registry = Registry::open(state_dir)?;
+        let (live, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            events,
+            registry,
+            handle,
+            steps: Mutex::new(Steps::default()),
+            live,
+        });
+        let (jobs, queue) = mpsc::channel();
+        let thread_shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("roadie-spawner".to_owned())
+            .spawn(move || spawner_loop(thread_shared, queue))
+            .map_err(RuntimeError::SpawnerThread)?;
+        Ok(HostRuntime {
+            shared,
+            jobs: Arc::new(jobs),
+        })
+    }
+
+    /// Starts a step; returns at once. The outcome arrives as `Started` then `Exited`, or
+    /// as `StartFailed` (also for a key that is already live, and after `shutdown`).
+    pub fn start(&self, launch: StepLaunch) {
+        let key = launch.key.clone();
+        {
+            let mut steps = self.shared.lock();
+            let refusal = if steps.shutting_down {
+                Some("the runtime is shutting down".to_owned())
+            } else if steps.map.contains_key(&key) {
+                Some(format!("a step with key {key} is already running"))
+            } else {
+                None
+            };
+            if let Some(message) = refusal {
+                let _ = self
+                    .shared
+                    .events
+                    .send(RuntimeEvent::StartFailed { key, message });
+                return;
+            }
+            steps
+                .map
+                .insert(key.clone(), StepState::Starting { pending: None });
+            self.shared.live.send_replace(steps.map.len());
+        }
+        if self.jobs.send(Job::Step(launch)).is_err() {
+            self.shared.finish(
+                &key,
+                RuntimeEvent::StartFailed {
+                    key: key.clone(),
+                    message: "the process-spawner thread is gone".to_owned(),
+                },
+            );
+        }
+    }
+
+    /// Sends `signal` to the step's whole process group. Unknown or finished key: no-op.
+    /// Before the process exists, the signal is delivered as soon as it does.
+    pub fn signal(&self, key: &str, signal: Signal) {
+        if let Some(state) = self.shared.lock().map.get_mut(key) {
+            apply_signal(state, signal);
+        }
+    }
+
+    /// Runs ONE attempt of `probe` against `host` (the step's address; an `httpGet` or
+    /// `tcpSocket` `host` field overrides it), honouring `timeoutSeconds` (default 1 s),
+    /// and reports a `ProbeResult` for `key`. Scheduling attempts is the engine's job.
+    /// `exec` probes run on the host, not inside the step.
+    pub fn probe(&self, key: &str, probe: &roadie_spec::Probe, host: IpAddr) {
+        let timeout = probe::timeout_of(probe);
+        let key = key.to_owned();
+        if let Some(exec) = &probe.exec {
+            if exec.command.is_empty() {
+                let _ = self.shared.events.send(RuntimeEvent::ProbeResult {
+                    key,
+                    ok: false,
+                    message: "exec probe has an empty command".to_owned(),
+                });
+                return;
+            }
+            let job = probe::ExecProbe {
+                key: key.clone(),
+                argv: exec.command.clone(),
+                timeout,
+                deadline: Instant::now() + timeout,
+            };
+            if self.jobs.send(Job::ExecProbe(job)).is_err() {
+                let _ = self.shared.events.send(RuntimeEvent::ProbeResult {
+                    key,
+                    ok: false,
+                    message: "the process-spawner thread is gone".to_owned(),
+                });
+            }
+            return;
+        }
+        let events = self.shared.events.clone();
+        let probe = probe.clone();
+        self.shared.handle.spawn(async move {
+            let (ok, message) = probe::network_attempt(&probe, host, timeout).await;
+            let _ = events.send(RuntimeEvent::ProbeResult { key, ok, message });
+        });
+    }
+
+    /// Stops everything: SIGTERM to every live group, up to `grace` for them to exit, then
+    /// SIGKILL to the rest, and waits until every step has reported `Exited` (or
+    /// `StartFailed`). Later `start` calls are refused.
+    pub async fn shutdown(&self, grace: Duration) {
+        let mut live = self.shared.live.subscribe();
+        self.shared.signal_all(Signal::Term, true);
+        if tokio::time::timeout(grace, live.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
+            self.shared.signal_all(Signal::Kill, true);
+            // Cannot fail: `self` keeps the sender alive.
+            let _ = live.wait_for(|n| *n == 0).await;
+        }
+    }
+
+    /// Steps started and not yet reported as exited (or failed to start).
+    pub fn live_steps(&self) -> usize {
+        self.shared.lock().map.len()
+    }
+
+    /// This process's registry directory (`state_dir/running/<pid>.<starttime>`).
+    pub fn registry_dir(&self) -> &Path {
+        self.shared.registry.dir()
+    }
+}
+
+/// The spawner thread: forks every step and exec probe (see the `spawn` module docs).
+fn spawner_loop(shared: Arc<Shared>, queue: mpsc::Receiver<Job>) {
+    let _runtime = shared.handle.enter();
+    while let Ok(job) = queue.recv() {
+        match job {
+            Job::Step(launch) => launch_step(&shared, launch),
+            Job::ExecProbe(job) => probe::launch_exec(&shared, job),
+        }
+    }
+    tracing::debug!("spawner thread ends; the kernel kills the step leaders it forked");
+}
+
+/// A spawned step, handed to its supervising task.
+struct StepRun {
+    key: String,
+    seq: u64,
+    spawned: Spawned,
+    log: LogWriter,
+    output_files: Vec<(String, PathBuf)>,
+    working_dir: Option<PathBuf>,
+    script_path: Option<PathBuf>,
+}
+
+fn launch_step(shared: &Arc<Shared>, launch: StepLaunch) {
+    let key = launch.key.clone();
+    if shared.lock().shutting_down {
+        shared.finish(
+            &key,
+            RuntimeEvent::StartFailed {
+                key: key.clone(),
+                message: "the runtime is shutting down".to_owned(),
+            },
+        );
+        return;
+    }
+    match prepare_and_spawn(shared, launch) {
+        Err(message) => {
+            tracing::debug!(key, message, "step failed to start");
+            shared.finish(
+                &key,
+                RuntimeEvent::StartFailed {
+                    key: key.clone(),
+                    message,
+                },
+            );
+        }
+        Ok(run) => {
+            tracing::debug!(key, pid = run.spawned.pid, "step started");
+            shared.mark_running(&key, run.spawned.pgid, run.spawned.pid);
+            shared.handle.spawn(supervise(Arc::clone(shared), run));
+        }
+    }
+}
+
+fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<StepRun, String> {
+    let StepLaunch {
+        key,
+        argv,
+        script,
+        env,
+        working_dir,
+        log_path,
+        output_files,
+    } = launch;
+    if argv.is_empty() && script.is_none() {
+        return Err("the step has no command".to_owned());
+    }
+    let log_file = open_log(&log_path)
+        .map_err(|e| format!("cannot open log file {}: {e}", log_path.display()))?;
+    let mut log = LogWriter::new(log_file, log_path);
+    let seq = next_seq();
+
+    let script_path = match script {
+        Some(source) => {
+            let path = shared.registry.script_path(seq, &key);
+            write_script(&path, &source)
+                .map_err(|e| format!("cannot write script file {}: {e}", path.display()))?;
+            Some(path)
+        }
+        None => None,
+    };
+    let cleanup_script = |script_path: &Option<PathBuf>| {
+        if let Some(path) = script_path {
+            remove_quietly(path);
+        }
+    };
+
+    let (mut cmd, program) = match (argv.split_first(), &script_path) {
+        (Some((program, args)), _) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args);
+            if let Some(path) = &script_path {
+                cmd.arg(path);
+            }
+            (cmd, program.clone())
+        }
+        (None, Some(path)) => (Command::new(path), path.display().to_string()),
+        (None, None) => return Err("the step has no command".to_owned()),
+    };
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    if let Some(dir) = &working_dir {
+        cmd.current_dir(dir);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+
+    let record = match shared.registry.begin(seq) {
+        Ok(record) => record,
+        Err(e) => {
+            cleanup_script(&script_path);
+            let path = shared.registry.record_path(seq);
+            return Err(format!("cannot record the step in {}: {e}", path.display()));
+        }
+    };
+    match spawn::spawn_recorded(&mut cmd, record) {
+        Ok(spawned) => Ok(StepRun {
+            key,
+            seq,
+            spawned,
+            log,
+            output_files,
+            working_dir,
+            script_path,
+        }),
+        Err(e) => {
+            shared.registry.end(seq);
+            cleanup_script(&script_path);
+            let message = describe_spawn_error(&program, working_dir.as_deref(), &e);
+            // `roadie logs` should say why there is no output.
+            log.write(format!("roadie: {message}\n").as_bytes());
+            Err(message)
+        }
+    }
+}
+
+fn open_log(path: &Path) -> io::Result<File> {
+    let open = || OpenOptions::new().create(true).append(true).open(path);
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            open()
+        }
+        other => other,
+    }
+}
+
+fn write_script(path: &Path, source: &str) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o755)
+        .open(path)?;
+    // The umask may have cleared bits of the mode above.
+    file.set_permissions(std::fs::Permissions::from_mode(0o755))?;
+    file.write_all(source.as_bytes())
+}
+
+/// Watches one step: copies its output to the log, captures stdout, and on the leader's
+/// exit kills the rest of the group, reaps, drains the pipes and reports `Exited`.
+async fn supervise(shared: Arc<Shared>, run: StepRun) {
+    let StepRun {
+        key,
+        seq,
+        spawned,
+        mut log,
+        output_files,
+        working_dir,
+        script_path,
+    } = run;
+    let Spawned {
+        mut child,
+        pgid,
+        pidfd,
+        ..
+    } = spawned;
+    let mut stdout = child.stdout.take().and_then(|s| into_receiver(s.into()));
+    let mut stderr = child.stderr.take().and_then(|s| into_receiver(s.into()));
+    let mut out_line = Vec::new();
+    let mut err_line = Vec::new();
+    let mut tail = Tail::default();
+    let mut out_buf = vec![0u8; READ_CHUNK];
+    let mut err_buf = vec![0u8; READ_CHUNK];
+
+    let exited = spawn::leader_exited(pgid, pidfd);
+    tokio::pin!(exited);
+    let drain = tokio::time::sleep(DRAIN_AFTER_EXIT);
+    tokio::pin!(drain);
+    let mut status: Option<io::Result<ExitStatus>> = None;
+
+    while status.is_none() || stdout.is_some() || stderr.is_some() {
+        tokio::select! {
+            n = read_chunk(stdout.as_mut(), &mut out_buf) => match n {
+                Some(n) => {
+                    let chunk = &out_buf[..n];
+                    tail.push(chunk);
+                    log.lines(&mut out_line, chunk);
+                }
+                None => {
+                    log.finish_line(&mut out_line);
+                    stdout = None;
+                }
+            },
+            n = read_chunk(stderr.as_mut(), &mut err_buf) => match n {
+                Some(n) => log.lines(&mut err_line, &err_buf[..n]),
+                None => {
+                    log.finish_line(&mut err_line);
+                    stderr = None;
+                }
+            },
+            () = &mut exited, if status.is_none() => {
+                // The leader is a zombie, so its pid (the pgid) cannot have been reused:
+                // killing the group now is safe, and its members must not outlive it.
+                kill_group(pgid, nix::sys::signal::Signal::SIGKILL);
+                shared.mark_exiting(&key);
+                status = Some(spawn::reap(&mut child).await);
+                drain.as_mut().reset(Instant::now() + DRAIN_AFTER_EXIT);
+            }
+            () = &mut drain, if status.is_some() => {
+                tracing::warn!(
+                    key,
+                    "a process outside the step's group still holds its output open; \
+                     not waiting for it"
+                );
+                break;
+            }
+        }
+    }
+    log.finish_line(&mut out_line);
+    log.finish_line(&mut err_line);
+    shared.registry.end(seq);
+    if let Some(path) = &script_path {
+        remove_quietly(path);
+    }
+
+    let (code, signal, message) = match &status {
+        Some(Ok(status)) => describe_status(*status),
+        Some(Err(e)) => (None, None, format!("cannot collect the exit status: {e}")),
+        None => (None, None, "the exit status was lost".to_owned()),
+    };
+    let exit = ExitInfo {
+        code,
+        signal,
+        stdout: tail.into_string(),
+        outputs: read_outputs(&output_files, working_dir.as_deref()),
+        message,
+    };
+    tracing::debug!(key, message = exit.message, "step exited");
+    shared.finish(
+        &key,
+        RuntimeEvent::Exited {
+            key: key.clone(),
+            exit,
+        },
+    );
+}
+
+pub(crate) fn into_receiver(fd: OwnedFd) -> Option<pipe::Receiver> {
+    match pipe::Receiver::from_owned_fd(fd) {
+        Ok(receiver) => Some(receiver),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch a child's output pipe");
+            None
+        }
+    }
+}
+
+/// Reads the next chunk; `None` at end of file (or on a read error). Never resolves for a
+/// closed stream, so it can sit in a `select!`.
+pub(crate) async fn read_chunk(
+    reader: Option<&mut pipe::Receiver>,
+    buf: &mut [u8],
+) -> Option<usize> {
+    let Some(reader) = reader else {
+        return std::future::pending().await;
+    };
+    loop {
+        match reader.read(buf).await {
+            Ok(0) => return None,
+            Ok(n) => return Some(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a child's output failed");
+                return None;
+            }
+        }
+    }
+}
+
+/// `(code, signal, message)` for an exit status.
+pub(crate) fn describe_status(status: ExitStatus) -> (Option<i32>, Option<i32>, String) {
+    if let Some(code) = status.code() {
+        (Some(code), None, format!("exit code {code}"))
+    } else if let Some(signal) = status.signal() {
+        let name = nix::sys::signal::Signal::try_from(signal)
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_else(|_| format!("signal {signal}"));
+        let core = if status.core_dumped() {
+            " (core dumped)"
+        } else {
+            ""
+        };
+        (None, Some(signal), format!("killed by {name}{core}"))
+    } else {
+        (None, None, format!("ended with {status}"))
+    }
+}
+
+fn read_outputs(
+    files: &[(String, PathBuf)],
+    working_dir: Option<&Path>,
+) -> BTreeMap<String, Option<String>> {
+    files
+        .iter()
+        .map(|(name, path)| {
+            let full = match working_dir {
+                Some(dir) if path.is_relative() => dir.join(path),
+                _ => path.clone(),
+            };
+            let value = match std::fs::read(&full) {
+                Ok(bytes) => {
+                    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+                    if text.ends_with('\n') {
+                        text.pop();
+                    }
+                    Some(text)
+                }
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        tracing::warn!(output = name, path = %full.display(), error = %e,
+                            "cannot read output parameter file");
+                    }
+                    None
+                }
+            };
+            (name.clone(), value)
+        })
+        .collect()
+}
+
+/// The step's log file. Lines of stdout and stderr are written whole, so the two streams
+/// interleave by line, in the order they arrive.
+struct LogWriter {
+    file: File,
+    path: PathBuf,
+    warned: bool,
+}
+
+impl LogWriter {
+    fn new(file: File, path: PathBuf) -> Self {
+        LogWriter {
+            file,
+            path,
+            warned: false,
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Plain blocking writes: they land in the page cache in microseconds, much cheaper
+        // than tokio::fs's hop to the blocking pool.
+        if let Err(e) = self.file.write_all(bytes)
+            && !self.warned
+        {
+            self.warned = true;
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot write step log");
+        }
+    }
+
+    /// Writes the complete lines of `pending + chunk`, keeps the unfinished rest.
+    fn lines(&mut self, pending: &mut Vec<u8>, chunk: &[u8]) {
+        match chunk.iter().rposition(|&b| b == b'\n') {
+            Some(last) => {
+                if pending.is_empty() {
+                    self.write(&chunk[..=last]);
+                } else {
+                    pending.extend_from_slice(&chunk[..=last]);
+                    self.write(pending);
+                    pending.clear();
+                }
+                pending.extend_from_slice(&chunk[last + 1..]);
+            }
+            None => {
+                pending.extend_from_slice(chunk);
+                if pending.len() >= MAX_PARTIAL_LINE {
+                    self.write(pending);
+                    pending.clear();
+                }
+            }
+        }
+    }
+
+    /// Writes an unfinished last line, ending it so the other stream cannot join it.
+    fn finish_line(&mut self, pending: &mut Vec<u8>) {
+        if !pending.is_empty() {
+            pending.push(b'\n');
+            self.write(pending);
+            pending.clear();
+        }
+    }
+}
+
+/// The last [`STDOUT_CAP`] bytes of stdout, trimmed lazily to keep pushes cheap.
+#[derive(Default)]
+struct Tail {
+    buf: Vec<u8>,
+}
+
+impl Tail {
+    fn push(&mut self, data: &[u8]) {
+        if data.len() >= STDOUT_CAP {
+            self.buf.clear();
+            self.buf.extend_from_slice(&data[data.len() - STDOUT_CAP..]);
+            return;
+        }
+        self.buf.extend_from_slice(data);
+        if self.buf.len() > 2 * STDOUT_CAP {
+            let cut = self.buf.len() - STDOUT_CAP;
+            self.buf.drain(..cut);
+        }
+    }
+
+    fn into_string(self) -> String {
+        let start = self.buf.len().saturating_sub(STDOUT_CAP);
+        let mut bytes = &self.buf[start..];
+        if start > 0 {
+            // Do not start in the middle of a UTF-8 character.
+            while let Some((&b, rest)) = bytes.split_first()
+                && b & 0xC0 == 0x80
+            {
+                bytes = rest;
+            }
+        }
+        let mut text = String::from_utf8_lossy(bytes).into_owned();
+        if text.ends_with('\n') {
+            text.pop();
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_256_kib() {
+        let mut tail = Tail::default();
+        for _ in 0..100 {
+            tail.push(&[b'a'; 10_000]);
+        }
+        tail.push(b"end\n");
+        let text = tail.into_string();
+        assert_eq!(text.len(), STDOUT_CAP - 1);
+        assert!(text.ends_with("aend"));
+    }
+
+    #[test]
+    fn tail_does_not_split_utf8() {
+        let mut tail = Tail::default();
+        tail.push("é".repeat(STDOUT_CAP).as_bytes());
+        let text = tail.into_string();
+        assert!(text.chars().all(|c| c == 'é'));
+        assert!(!text.contains('\u{FFFD}'));
+    }
+
+    #[test]
+    fn statuses_read_like_argo() {
+        assert_eq!(
+            describe_status(ExitStatus::from_raw(3 << 8)),
+            (Some(3), None, "exit code 3".to_owned())
+        );
+        assert_eq!(
+            describe_status(ExitStatus::from_raw(9)),
+            (None, Some(9), "killed by SIGKILL".to_owned())
+        );
+    }
+}

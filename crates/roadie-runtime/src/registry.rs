@@ -1,0 +1,393 @@
+//! The on-disk registry of live process groups, and [`reap_leftovers`].
+//!
+//! Layout, under the state directory:
+//!
+//! ```text
+//! running/
+//!   <roadie-pid>.<roadie-starttime>/     one directory per roadie process ("owner")
+//!     boot_id                            the kernel boot the owner ran in
+//!     <seq>.group                        one live group: "<pgid> <leader-starttime>\n"
+//!     <seq>-<key>.script                 a script step's source, while the step runs
+//! ```
+//!
+//! Write-ahead: the parent creates `<seq>.group` *empty* before it forks ("starting"), and
+//! the child writes its own pgid and start time into it before `exec` — so the record exists
+//! before any step code runs, with no window in which a crash of roadie could leave a group
+//! unrecorded. The parent removes the file once the group is gone.
+//!
+//! Why no `fsync`: the registry has to survive the death of the roadie *process*, and the
+//! page cache does. If the machine itself goes down, every step dies with it, and the
+//! `boot_id` tells the next roadie that the records are void.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::RuntimeError;
+use crate::procfs::{self, Stat};
+
+const RUNNING_DIR: &str = "running";
+const BOOT_ID_FILE: &str = "boot_id";
+const RECORD_SUFFIX: &str = ".group";
+
+/// The registry directory of the current roadie process.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    dir: PathBuf,
+}
+
+impl Registry {
+    /// Creates `state_dir/running/<pid>.<starttime>/` for this process.
+    pub(crate) fn open(state_dir: &Path) -> Result<Self, RuntimeError> {
+        let start = procfs::self_start_time().map_err(|source| RuntimeError::Io {
+            action: "cannot read",
+            path: PathBuf::from("/proc/self/stat"),
+            source,
+        })?;
+        let dir = state_dir
+            .join(RUNNING_DIR)
+            .join(format!("{}.{start}", std::process::id()));
+        let registry = Registry { dir };
+        registry.ensure_dir()?;
+        Ok(registry)
+    }
+
+    /// (Re)creates the owner directory and its `boot_id`; also used when someone removed
+    /// the directory under a running roadie.
+    fn ensure_dir(&self) -> Result<(), RuntimeError> {
+        fs::create_dir_all(&self.dir).map_err(|source| RuntimeError::Io {
+            action: "cannot create the process registry directory",
+            path: self.dir.clone(),
+            source,
+        })?;
+        let boot = procfs::boot_id().map_err(|source| RuntimeError::Io {
+            action: "cannot read",
+            path: PathBuf::from("/proc/sys/kernel/random/boot_id"),
+            source,
+        })?;
+        let path = self.dir.join(BOOT_ID_FILE);
+        fs::write(&path, format!("{boot}\n")).map_err(|source| RuntimeError::Io {
+            action: "cannot write",
+            path,
+            source,
+        })
+    }
+
+    /// Where the record of group `seq` lives.
+    pub(crate) fn record_path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq}{RECORD_SUFFIX}"))
+    }
+
+    /// Where the source of script step `seq` is written.
+    pub(crate) fn script_path(&self, seq: u64, key: &str) -> PathBuf {
+        self.dir
+            .join(format!("{seq}-{}.script", sanitize_file_part(key)))
+    }
+
+    /// Creates the empty ("starting") record for group `seq` and returns it open for the
+    /// child to fill in. The file descriptor is close-on-exec.
+    pub(crate) fn begin(&self, seq: u64) -> io::Result<fs::File> {
+        let path = self.record_path(seq);
+        match create_record(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.ensure_dir().map_err(io::Error::other)?;
+                create_record(&path)
+            }
+            other => other,
+        }
+    }
+
+    /// Removes the record of group `seq` (the group is gone).
+    pub(crate) fn end(&self, seq: u64) {
+        remove_quietly(&self.record_path(seq));
+    }
+
+    /// This process's registry directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn create_record(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
+/// Removes a file, ignoring "already gone"; other failures are logged, not fatal: a stale
+/// record only costs the next roadie a `/proc` scan.
+pub(crate) fn remove_quietly(path: &Path) {
+    if let Err(e) = fs::remove_file(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove runtime file");
+    }
+}
+
+/// Keeps file names readable and safe: step keys come from workflow names.
+fn sanitize_file_part(key: &str) -> String {
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect()
+}
+
+/// One recorded group of a dead owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RecordedGroup {
+    pgid: i32,
+    leader_start: u64,
+}
+
+fn parse_record(text: &str) -> Option<RecordedGroup> {
+    let mut fields = text.split_whitespace();
+    let pgid = fields.next()?.parse().ok()?;
+    let leader_start = fields.next()?.parse().ok()?;
+    (pgid > 1).then_some(RecordedGroup { pgid, leader_start })
+}
+
+/// At startup: kills the process groups that a roadie process which is no longer alive
+/// recorded as started and that are still alive, then deletes that process's registry.
+/// Returns the pids it killed (with SIGKILL).
+///
+/// A process is killed only when its process group is a recorded pgid, it started no
+/// earlier than the recorded group leader, and — if a process with the pgid as its pid
+/// still exists — that leader's start time is the recorded one (otherwise the pid was
+/// reused for someone else's group). Each kill goes through a pidfd taken *before* checking
+/// the start time again, so a pid reused between the scan and the kill is never hit.
+///
+/// Registries of owners that are still alive (including the calling process) are left
+/// alone; registries from an earlier boot are deleted without killing anything.
+pub fn reap_leftovers(state_dir: &Path) -> Result<Vec<u32>, RuntimeError> {
+    let running = state_dir.join(RUNNING_DIR);
+    let entries = match fs::read_dir(&running) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(RuntimeError::Io {
+                action: "cannot list",
+                path: running,
+                source,
+            });
+        }
+    };
+    let boot = procfs::boot_id().map_err(|source| RuntimeError::Io {
+        action: "cannot read",
+        path: PathBuf::from("/proc/sys/kernel/random/boot_id"),
+        source,
+    })?;
+
+    let mut dead_dirs = Vec::new();
+    let mut groups = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| RuntimeError::Io {
+            action: "cannot list",
+            path: running.clone(),
+            source,
+        })?;
+        let path = entry.path();
+        let Some((pid, start)) = entry.file_name().to_str().and_then(parse_owner) else {
+            tracing::warn!(path = %path.display(), "ignoring an unexpected entry in the process registry");
+            continue;
+        };
+        let recorded_boot = fs::read_to_string(path.join(BOOT_ID_FILE))
+            .map(|s| s.trim().to_owned())
+            .ok();
+        // A missing boot_id means the owner died while creating its directory; treat it as
+        // this boot: the start-time checks below still protect strangers.
+        let same_boot = recorded_boot.as_deref().is_none_or(|b| b == boot);
+        if same_boot && owner_alive(pid, start) {
+            continue;
+        }
+        if same_boot {
+            groups.extend(read_records(&path)?);
+        }
+        dead_dirs.push(path);
+    }
+
+    let killed = if groups.is_empty() {
+        Vec::new()
+    } else {
+        kill_recorded_groups(&groups)?
+    };
+
+    for dir in dead_dirs {
+        if let Err(source) = fs::remove_dir_all(&dir)
+            && source.kind() != io::ErrorKind::NotFound
+        {
+            return Err(RuntimeError::Io {
+                action: "cannot remove the stale process registry",
+                path: dir,
+                source,
+            });
+        }
+    }
+    Ok(killed)
+}
+
+fn parse_owner(name: &str) -> Option<(u32, u64)> {
+    let (pid, start) = name.split_once('.')?;
+    Some((pid.parse().ok()?, start.parse().ok()?))
+}
+
+fn owner_alive(pid: u32, start: u64) -> bool {
+    matches!(procfs::read_stat(pid), Ok(Some(stat)) if stat.start_time == start)
+}
+
+fn read_records(dir: &Path) -> Result<Vec<RecordedGroup>, RuntimeError> {
+    let list_error = |source| RuntimeError::Io {
+        action: "cannot list",
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut groups = Vec::new();
+    for entry in fs::read_dir(dir).map_err(list_error)? {
+        let path = entry.map_err(list_error)?.path();
+        if !path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(RECORD_SUFFIX))
+        {
+            continue;
+        }
+        match fs::read_to_string(&path) {
+            // An empty record is a step that never got past fork: its child either wrote
+            // the record before exec or died (PR_SET_PDEATHSIG) before running any code.
+            Ok(text) => groups.extend(parse_record(&text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(RuntimeError::Io {
+                    action: "cannot read",
+                    path,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(groups)
+}
+
+fn kill_recorded_groups(groups: &[RecordedGroup]) -> Result<Vec<u32>, RuntimeError> {
+    let pids = procfs::all_pids().map_err(|source| RuntimeError::Io {
+        action: "cannot list",
+        path: PathBuf::from("/proc"),
+        source,
+    })?;
+    let procs: Vec<(u32, Stat)> = pids
+        .into_iter()
+        .filter_map(|pid| Some((pid, procfs::read_stat(pid).ok()??)))
+        .collect();
+    let me = std::process::id();
+    let mut killed = Vec::new();
+    for group in groups {
+        let leader = procs
+            .iter()
+            .find(|(pid, _)| i64::from(*pid) == i64::from(group.pgid));
+        if let Some((_, stat)) = leader
+            && stat.start_time != group.leader_start
+        {
+            // The pgid now names another process's group: not ours.
+            continue;
+        }
+        for (pid, stat) in &procs {
+            if stat.pgid == group.pgid
+                && stat.start_time >= group.leader_start
+                && *pid != me
+                && kill_if_same(*pid, stat.start_time)
+            {
+                killed.push(*pid);
+            }
+        }
+    }
+    Ok(killed)
+}
+
+/// SIGKILLs `pid` if it is still the process that started at `start_time`.
+fn kill_if_same(pid: u32, start_time: u64) -> bool {
+    let Ok(raw_pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    match crate::spawn::pidfd_open(raw_pid) {
+        Ok(pidfd) => {
+            // The pidfd pins the identity: check the start time now, then signal through it.
+            if !matches!(procfs::read_stat(pid), Ok(Some(s)) if s.start_time == start_time) {
+                return false;
+            }
+            crate::spawn::pidfd_kill(&pidfd).is_ok()
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => false,
+        Err(_) => {
+            // No pidfd support (Linux < 5.3): a re-check narrows the race as far as possible.
+            if !matches!(procfs::read_stat(pid), Ok(Some(s)) if s.start_time == start_time) {
+                return false;
+            }
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(raw_pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_owner_names_parse() {
+        assert_eq!(
+            parse_record("4242 777\n"),
+            Some(RecordedGroup {
+                pgid: 4242,
+                leader_start: 777
+            })
+        );
+        assert_eq!(parse_record(""), None);
+        assert_eq!(parse_record("4242"), None);
+        // pgid 0 or 1 would mean "my own group" / init: never.
+        assert_eq!(parse_record("1 5"), None);
+        assert_eq!(parse_owner("12.34"), Some((12, 34)));
+        assert_eq!(parse_owner("junk"), None);
+    }
+
+    #[test]
+    fn script_names_are_sanitized() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let path = registry.script_path(7, "wf-1/step[0]:x");
+        assert_eq!(
+            path.file_name().unwrap().to_str().unwrap(),
+            "7-wf-1_step_0__x.script"
+        );
+    }
+
+    #[test]
+    fn missing_state_dir_reaps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            reap_leftovers(&dir.path().join("nope")).unwrap(),
+            Vec::<u32>::new()
+        );
+    }
+
+    #[test]
+    fn stale_registry_from_another_boot_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = dir.path().join(RUNNING_DIR).join("1.1");
+        fs::create_dir_all(&owner).unwrap();
+        fs::write(owner.join(BOOT_ID_FILE), "not-this-boot\n").unwrap();
+        // Our own pid as pgid: must not be touched since the boot differs.
+        fs::write(owner.join("1.group"), format!("{} 0\n", std::process::id())).unwrap();
+        assert_eq!(reap_leftovers(dir.path()).unwrap(), Vec::<u32>::new());
+        assert!(!owner.exists());
+    }
+}
