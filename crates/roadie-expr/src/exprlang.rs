@@ -34,6 +34,21 @@ pub fn eval_expr(expr: &str, env: &serde_json::Value) -> Result<serde_json::Valu
     Ok(value_to_json(&v))
 }
 
+/// Checks that an expr-lang expression parses, without evaluating it (for lint: a typo in
+/// `retryStrategy.expression` or a `{{= }}` tag is reported before the workflow runs).
+pub fn check_expr(expr: &str) -> Result<(), ExprError> {
+    let source = preprocess(expr);
+    let outcome = std::panic::catch_unwind(|| expr::compile(&source).map(|_| ()));
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ExprError::syntax(expr.trim(), one_line(&e))),
+        Err(_) => Err(ExprError::syntax(
+            expr.trim(),
+            "the expression interpreter failed",
+        )),
+    }
+}
+
 /// [`eval_expr`] for conditions (`retryStrategy.expression`, hooks, `when` with expressions):
 /// the result must be a boolean.
 pub fn eval_expr_bool(expr: &str, env: &serde_json::Value) -> Result<bool, ExprError> {
@@ -267,7 +282,7 @@ fn split_top_level(chars: &[char]) -> Vec<&[char]> {
 }
 
 /// When `inner` (the text between `{` and `}`) is a map literal, its entries as
-/// (key as an expr string literal, value text).
+/// (decoded key, value text).
 fn map_entries(inner: &[char]) -> Option<Vec<(String, &[char])>> {
     if inner.iter().all(|c| c.is_whitespace()) {
         return Some(Vec::new()); // `{}`
@@ -283,14 +298,17 @@ fn map_entries(inner: &[char]) -> Option<Vec<(String, &[char])>> {
         let c = part[k0];
         let (key, key_end) = if c == '\'' || c == '"' {
             let len = string_len(&part[k0..]);
-            (part[k0..k0 + len].iter().collect::<String>(), k0 + len)
+            if len < 2 || part[k0 + len - 1] != c {
+                return None;
+            }
+            (decode_string(&part[k0 + 1..k0 + len - 1]), k0 + len)
         } else if c.is_ascii_alphabetic() || c == '_' || c == '$' {
             let len = part[k0..]
                 .iter()
                 .position(|&c| !is_ident_char(c))
                 .unwrap_or(part.len() - k0);
             let ident: String = part[k0..k0 + len].iter().collect();
-            (format!("\"{ident}\""), k0 + len)
+            (ident, k0 + len)
         } else {
             return None;
         };
@@ -310,13 +328,86 @@ fn map_entries(inner: &[char]) -> Option<Vec<(String, &[char])>> {
     Some(entries)
 }
 
+/// Decodes the inside of a quoted expr string literal (Go's escapes, `\uXXXX` included).
+fn decode_string(inner: &[char]) -> String {
+    let mut out = String::with_capacity(inner.len());
+    let mut i = 0;
+    while i < inner.len() {
+        let c = inner[i];
+        if c != '\\' || i + 1 >= inner.len() {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let e = inner[i + 1];
+        i += 2;
+        match e {
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            't' => out.push('\t'),
+            'b' => out.push('\u{8}'),
+            'f' => out.push('\u{c}'),
+            'v' => out.push('\u{b}'),
+            'a' => out.push('\u{7}'),
+            '0' => out.push('\0'),
+            'u' if i + 4 <= inner.len() => {
+                let hex: String = inner[i..i + 4].iter().collect();
+                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    Some(ch) => {
+                        out.push(ch);
+                        i += 4;
+                    }
+                    None => {
+                        out.push('\\');
+                        out.push('u');
+                    }
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Writes a string as an expr literal the crate reads back exactly. Its quoted strings
+/// unescape by chained replacements (so `\\n` would turn into a newline) and know neither
+/// `\'` nor `\u`; a backtick string has no escapes at all, so that is what is emitted, with
+/// any backtick spliced in as `"`"`.
+fn emit_string(s: &str, out: &mut String) {
+    if !s.contains('`') {
+        out.push('`');
+        out.push_str(s);
+        out.push('`');
+        return;
+    }
+    out.push('(');
+    for (n, part) in s.split('`').enumerate() {
+        if n > 0 {
+            out.push_str(" + \"`\" + ");
+        }
+        out.push('`');
+        out.push_str(part);
+        out.push('`');
+    }
+    out.push(')');
+}
+
 fn rewrite(chars: &[char], out: &mut String) {
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
         if c == '\'' || c == '"' || c == '`' {
             let len = string_len(&chars[i..]);
-            out.extend(&chars[i..i + len]);
+            let literal = &chars[i..i + len];
+            let is_bytes = i > 0
+                && matches!(chars[i - 1], 'b' | 'B')
+                && (i < 2 || !is_ident_char(chars[i - 2]));
+            let closed = len >= 2 && literal[len - 1] == c;
+            if c != '`' && closed && !is_bytes {
+                emit_string(&decode_string(&literal[1..len - 1]), out);
+            } else {
+                out.extend(literal);
+            }
             i += len;
             continue;
         }
@@ -335,7 +426,7 @@ fn rewrite(chars: &[char], out: &mut String) {
                     if n > 0 {
                         out.push_str(", ");
                     }
-                    out.push_str(key);
+                    emit_string(key, out);
                     out.push_str(", ");
                     rewrite(value, out);
                 }

@@ -16,6 +16,23 @@
 //!   [`scope_env`].
 //! - Durations as Argo writes them: [`parse_duration`].
 //!
+//! ```
+//! use std::collections::BTreeMap;
+//! use roadie_expr::{Unresolved, eval_when, parse_depends, substitute, DependCondition};
+//!
+//! let mut scope = BTreeMap::new();
+//! scope.insert("steps.flip-coin.outputs.result".to_string(), "heads".to_string());
+//! let when = substitute("{{steps.flip-coin.outputs.result}} == heads", &scope, Unresolved::Error)?;
+//! assert!(eval_when(&when)?);
+//! let tag = substitute("{{= steps['flip-coin'].outputs.result == 'heads' }}", &scope, Unresolved::Error)?;
+//! assert_eq!(tag, "true");
+//!
+//! let depends = parse_depends("A && (B.Failed || C)")?;
+//! assert_eq!(depends.tasks(), ["A", "B", "C"]);
+//! assert!(depends.eval(&|task, cond| cond == DependCondition::Succeeded && task != "B"));
+//! # Ok::<(), roadie_expr::ExprError>(())
+//! ```
+//!
 //! This crate does not know about nodes, phases or processes: the engine answers the
 //! questions (`check` in [`Depends::eval`], values in a [`Scope`]).
 
@@ -31,8 +48,10 @@ mod when;
 pub use depends::{DependCondition, Depends, depends_from_list, parse_depends, task_depends};
 pub use duration::parse_duration;
 pub use error::ExprError;
-pub use exprlang::{eval_expr, eval_expr_bool, format_value, scope_env};
+pub use exprlang::{check_expr, eval_expr, eval_expr_bool, format_value, scope_env};
 pub use items::{expand_sequence, item_to_string, item_variables, parse_items};
 pub use scope::{Chain, Scope};
-pub use template::{Reference, Unresolved, expression_references, references, substitute};
+pub use template::{
+    Reference, Unresolved, expression_references, expression_tags, references, substitute,
+};
 pub use when::eval_when;

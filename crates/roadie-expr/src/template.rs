@@ -191,6 +191,22 @@ pub fn references(text: &str) -> Vec<Reference> {
         .collect()
 }
 
+/// Every `{{= expr }}` tag in `text`: `name` holds the expression (without the `=`), `offset`
+/// the byte offset of its `{{`. For lint, with [`check_expr`](crate::check_expr) and
+/// [`expression_references`].
+pub fn expression_tags(text: &str) -> Vec<Reference> {
+    scan(text)
+        .into_iter()
+        .filter_map(|t| match t {
+            Piece::Tag { inner, offset } => inner.strip_prefix('=').map(|e| Reference {
+                name: e.to_string(),
+                offset,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// One token of expr-lang, as far as finding variable references needs.
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
@@ -462,7 +478,7 @@ mod tests {
     }
 
     #[test]
-    fn expression_tags() {
+    fn expression_tag_evaluation() {
         let s = scope(&[
             ("inputs.parameters.foo", "3"),
             ("inputs.parameters.should-print", "true"),
@@ -570,6 +586,13 @@ mod tests {
         );
         assert!(references("none").is_empty());
         assert!(references("{{open").is_empty());
+        assert_eq!(
+            expression_tags("a {{ x }} {{= 1 + y }}"),
+            vec![Reference {
+                name: " 1 + y ".into(),
+                offset: 10
+            }]
+        );
     }
 
     #[test]

@@ -433,11 +433,11 @@ fn sprig_rewrite_only_touches_the_namespace() {
     assert_eq!(preprocess("sprigs.x"), "sprigs.x");
     assert_eq!(
         preprocess("'sprig.x' + \"sprig.y\" + `sprig.z`"),
-        "'sprig.x' + \"sprig.y\" + `sprig.z`"
+        "`sprig.x` + `sprig.y` + `sprig.z`"
     );
     assert_eq!(
         preprocess("'it\\'s sprig.x' + sprig.y(1)"),
-        "'it\\'s sprig.x' + sprig_y(1)"
+        "`it's sprig.x` + sprig_y(1)"
     );
     assert_eq!(
         preprocess("f(sprig.a(1),sprig.b(2)) // sprig.c"),
@@ -471,12 +471,12 @@ fn map_literals_with_computed_values() {
     assert_eq!(ev("'{a: 1}'", &env), json!("{a: 1}"));
     assert_eq!(
         preprocess("{a: f(1, 2), b: '}'}"),
-        "__map(\"a\", f(1, 2), \"b\", '}')"
+        "__map(`a`, f(1, 2), `b`, `}`)"
     );
     assert_eq!(preprocess("filter(xs, {# > 1})"), "filter(xs, {# > 1})");
     assert_eq!(
         preprocess("if x { {a: 1} } else { 2 }"),
-        "if x { __map(\"a\", 1) } else { 2 }"
+        "if x { __map(`a`, 1) } else { 2 }"
     );
     // Unbalanced input is passed through for the parser to report.
     assert!(matches!(
@@ -544,4 +544,31 @@ fn hostile_input_never_panics() {
         let _ = crate::expression_references(e);
         let _ = preprocess(e);
     }
+}
+
+#[test]
+fn string_literals_decode_like_go() {
+    let env = json!({});
+    assert_eq!(ev("'it\\'s'", &env), json!("it's"));
+    assert_eq!(ev("\"say \\\"hi\\\"\"", &env), json!("say \"hi\""));
+    assert_eq!(ev("'\\u0041\\u00e9'", &env), json!("A\u{e9}"));
+    assert_eq!(ev("'a\\\\nb'", &env), json!("a\\nb"));
+    assert_eq!(ev("'tab\\there'", &env), json!("tab\there"));
+    assert_eq!(ev("'back`tick'", &env), json!("back`tick"));
+    assert_eq!(ev("`raw \\n`", &env), json!("raw \\n"));
+    assert_eq!(ev("{'k`': 1}", &env), json!({"k`": 1}));
+    assert_eq!(ev("{'it\\'s': 1}", &env), json!({"it's": 1}));
+    assert_eq!(ev("'a.b' matches '^a\\\\.b$'", &env), json!(true));
+    assert_eq!(ev("b'ab' == b'ab'", &env), json!(true));
+}
+
+#[test]
+fn check_expr_parses_without_evaluating() {
+    assert!(check_expr("asInt(lastRetry.exitCode) > 1 && sprig.trim(x) == 'a'").is_ok());
+    assert!(check_expr("{a: unknownVariable + 1}").is_ok());
+    let err = check_expr("1 +").unwrap_err();
+    assert!(
+        matches!(&err, ExprError::Syntax { expr, .. } if expr == "1 +"),
+        "{err:?}"
+    );
 }
