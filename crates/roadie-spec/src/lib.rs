@@ -4,6 +4,7 @@
 //! engine, no processes, no store.
 
 mod lint;
+mod schema;
 mod source_map;
 mod status;
 mod types;

@@ -140,6 +140,11 @@ pub fn lint(src: &str, file: &str) -> Vec<Diagnostic> {
                 format!("apiVersion '{api}' is not argoproj.io/v1alpha1"),
             ));
         }
+        // Fields Argo's schema does not have (typos, removed fields): Argo's
+        // strict decoding rejects them; roadie would silently ignore them.
+        if let Ok(doc) = serde_saphyr::from_str::<Value>(chunk.text) {
+            out.extend(unknown_fields(&doc, &kind, &map));
+        }
         if kind == "CronWorkflow" {
             match deserialize::<CronWorkflowDoc>(chunk, &map) {
                 Ok(cron) => {
@@ -179,7 +184,101 @@ pub fn lint(src: &str, file: &str) -> Vec<Diagnostic> {
 
 /// Lints an already parsed workflow whose source positions are in `map`.
 pub fn lint_workflow(wf: &Workflow, map: &SourceMap) -> Vec<Diagnostic> {
-    finish(Linter::new(wf, map, "spec").run())
+    let mut out = Linter::new(wf, map, "spec").run();
+    if let Ok(doc) = serde_json::to_value(wf) {
+        let kind = if WORKFLOW_KINDS.contains(&wf.kind.as_str()) {
+            wf.kind.as_str()
+        } else {
+            "Workflow"
+        };
+        out.extend(unknown_fields(&doc, kind, map));
+    }
+    finish(out)
+}
+
+/// Warnings for the fields of `doc` (a document of kind `kind`) that Argo's
+/// schema does not define, with a suggestion when one is close.
+fn unknown_fields(doc: &Value, kind: &str, map: &SourceMap) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    walk_fields(doc, kind, "", map, &mut out);
+    out
+}
+
+fn schema_fields(ty: &str) -> Option<&'static [(&'static str, &'static str)]> {
+    crate::schema::TYPES
+        .binary_search_by(|(name, _)| (*name).cmp(ty))
+        .ok()
+        .map(|i| crate::schema::TYPES[i].1)
+}
+
+fn walk_fields(v: &Value, ty: &str, path: &str, map: &SourceMap, out: &mut Vec<Diagnostic>) {
+    if let Some(elem) = ty.strip_prefix('[') {
+        if let Value::Array(items) = v {
+            for (i, x) in items.iter().enumerate() {
+                walk_fields(x, elem, &format!("{path}[{i}]"), map, out);
+            }
+        }
+        return;
+    }
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    if let Some(val) = ty.strip_prefix('{') {
+        if let Value::Object(m) = v {
+            for (k, x) in m {
+                walk_fields(x, val, &join(k), map, out);
+            }
+        }
+        return;
+    }
+    let (Some(fields), Value::Object(m)) = (schema_fields(ty), v) else {
+        return;
+    };
+    for (k, x) in m {
+        let p = join(k);
+        match fields.binary_search_by(|(f, _)| (*f).cmp(k.as_str())) {
+            Ok(i) => walk_fields(x, fields[i].1, &p, map, out),
+            Err(_) => {
+                let short = ty.rsplit('.').next().unwrap_or(ty);
+                let hint = closest(k, fields.iter().map(|(f, _)| *f))
+                    .map(|f| format!(" (did you mean '{f}'?)"))
+                    .unwrap_or_default();
+                out.push(warning(
+                    map.key_or_position(&p),
+                    format!("unknown field '{k}' in {short}{hint}: not in Argo's schema, so roadie ignores it"),
+                ));
+            }
+        }
+    }
+}
+
+/// The candidate nearest to `word` by edit distance, if it is near enough to
+/// be a likely typo.
+fn closest<'c>(word: &str, candidates: impl Iterator<Item = &'c str>) -> Option<&'c str> {
+    let limit = if word.chars().count() <= 4 { 1 } else { 2 };
+    candidates
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 fn finish(mut out: Vec<Diagnostic>) -> Vec<Diagnostic> {
@@ -470,7 +569,41 @@ impl<'a> Linter<'a> {
         self.check_metadata();
         self.check_entry_points();
         self.check_templates();
+        self.check_spec_vars();
         self.out
+    }
+
+    /// Workflow-level fields (podSpecPatch, arguments, volumes, metrics, ...)
+    /// are substituted with the global variables only, so a `{{workflow.*}}`
+    /// there must exist. Other tags are left to the places that define them
+    /// (`templateDefaults` is merged into each template and checked there).
+    fn check_spec_vars(&mut self) {
+        let Ok(Value::Object(fields)) = serde_json::to_value(&self.wf.spec) else {
+            return;
+        };
+        for (k, v) in &fields {
+            if k == "templates" || k == "templateDefaults" {
+                continue;
+            }
+            let path = format!("{}.{k}", self.spec);
+            let mut tags = Vec::new();
+            collect_tags(v, &path, &mut tags);
+            for (path, s, start, tag) in tags {
+                let trimmed = tag.trim();
+                let Some(rest) = trimmed.strip_prefix("workflow.") else {
+                    continue;
+                };
+                if let Err(why) = self.resolve_global(trimmed, rest) {
+                    let msg = if why.is_empty() {
+                        format!("undefined variable {{{{{trimmed}}}}}")
+                    } else {
+                        format!("undefined variable {{{{{trimmed}}}}}: {why}")
+                    };
+                    let pos = self.map.position_in_value(&path, &s, start, "{{");
+                    self.err(pos, msg);
+                }
+            }
+        }
     }
 
     fn at(&self, path: &str) -> Position {
@@ -671,12 +804,14 @@ impl<'a> Linter<'a> {
             } else {
                 first.insert(&t.name, i);
             }
-            self.check_template(t, &path);
+            self.check_template(t, &path, None);
         }
     }
 
     /// Checks one template (a member of `spec.templates` or an `inline` one).
-    fn check_template(&mut self, t: &'a Template, path: &str) {
+    /// An inline template is expanded with its step, so `looping` (the step's
+    /// loop) decides whether `{{item}}` is defined in it.
+    fn check_template(&mut self, t: &'a Template, path: &str, looping: Option<Loop>) {
         let label = if t.name.is_empty() {
             "(unnamed)".to_string()
         } else {
@@ -737,6 +872,9 @@ impl<'a> Linter<'a> {
                 );
             }
         }
+        if let Some(set) = t.extra.get("containerSet") {
+            self.check_container_set(set, &format!("{path}.containerSet"), &label);
+        }
         if let Some(steps) = &t.steps {
             self.check_steps(t, steps, path);
         } else if let Some(dag) = &t.dag {
@@ -746,7 +884,7 @@ impl<'a> Linter<'a> {
                 template: t,
                 inline_inputs: Vec::new(),
                 leaf: true,
-                looping: None,
+                looping,
                 siblings: Siblings::None,
                 item_owner: format!("template '{label}'"),
             };
@@ -755,6 +893,55 @@ impl<'a> Linter<'a> {
                 path,
                 &scope,
             );
+        }
+    }
+
+    /// A containerSet's containers have unique names, and `dependencies`
+    /// name containers of the same set (Argo's `ContainerSetTemplate.Validate`).
+    fn check_container_set(&mut self, set: &Value, path: &str, template: &str) {
+        let Some(containers) = set.get("containers").and_then(Value::as_array) else {
+            return;
+        };
+        let names: Vec<&str> = containers
+            .iter()
+            .map(|c| c.get("name").and_then(Value::as_str).unwrap_or(""))
+            .collect();
+        for (i, c) in containers.iter().enumerate() {
+            let cpath = format!("{path}.containers[{i}]");
+            if names[i].is_empty() {
+                let pos = self.at(&cpath);
+                self.err(
+                    pos,
+                    format!("a container of containerSet template '{template}' has no name"),
+                );
+            } else if names[..i].contains(&names[i]) {
+                let pos = self.at(&format!("{cpath}.name"));
+                self.err(
+                    pos,
+                    format!(
+                        "duplicate container name '{}' in template '{template}'",
+                        names[i]
+                    ),
+                );
+            }
+            let deps = c
+                .get("dependencies")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            for (k, d) in deps.iter().enumerate() {
+                let d = d.as_str().unwrap_or("");
+                if !names.contains(&d) {
+                    let pos = self.at(&format!("{cpath}.dependencies[{k}]"));
+                    self.err(
+                        pos,
+                        format!(
+                            "container '{}' depends on undefined container '{d}'",
+                            names[i]
+                        ),
+                    );
+                }
+            }
         }
     }
 
@@ -825,7 +1012,7 @@ impl<'a> Linter<'a> {
             }
         }
         if let Some(inline) = &step.inline {
-            self.check_template(inline, &format!("{path}.inline"));
+            self.check_template(inline, &format!("{path}.inline"), Some(Loop::of(step)));
             resolved = Some(&**inline);
         }
         if let Some(on_exit) = step.on_exit.as_deref()
@@ -1696,7 +1883,9 @@ impl<'a> Linter<'a> {
                 (("task", x), *all)
             }
             (_, "steps") => {
-                return undefined("steps.* is only defined in the steps of a steps template".into());
+                return undefined(
+                    "steps.* is only defined in the steps of a steps template".into(),
+                );
             }
             _ => return undefined("tasks.* is only defined in the tasks of a DAG template".into()),
         };
@@ -1758,6 +1947,38 @@ impl<'a> Linter<'a> {
                 _ => undefined(String::new()),
             }
         }
+    }
+}
+
+/// Every `{{tag}}` (not `{{=expression}}`) in the strings of `v`: the path of
+/// the string, the string, the byte offset of `{{`, and the tag.
+fn collect_tags(v: &Value, path: &str, out: &mut Vec<(String, String, usize, String)>) {
+    match v {
+        Value::String(s) => {
+            let mut i = 0;
+            while let Some(open) = s[i..].find("{{") {
+                let start = i + open;
+                let Some(close) = s[start + 2..].find("}}") else {
+                    return;
+                };
+                let tag = &s[start + 2..start + 2 + close];
+                i = start + 2 + close + 2;
+                if !tag.trim_start().starts_with('=') {
+                    out.push((path.to_string(), s.clone(), start, tag.to_string()));
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, x) in items.iter().enumerate() {
+                collect_tags(x, &format!("{path}[{i}]"), out);
+            }
+        }
+        Value::Object(m) => {
+            for (k, x) in m {
+                collect_tags(x, &format!("{path}.{k}"), out);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -121,3 +121,95 @@ fn broken_fixtures_give_exactly_the_expected_diagnostics() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Replaces the first line for which `edit` returns a new line; `None` when no
+/// line qualified.
+fn mutate(src: &str, edit: impl Fn(&[&str], usize) -> Option<String>) -> Option<String> {
+    let lines: Vec<&str> = src.lines().collect();
+    for i in 0..lines.len() {
+        if lines[i].trim_start().starts_with('#') || lines[i].contains(" #") {
+            continue; // a comment: breaking it breaks nothing
+        }
+        if let Some(new) = edit(&lines, i) {
+            let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+            out[i] = new;
+            return Some(out.join("\n") + "\n");
+        }
+    }
+    None
+}
+
+/// The linter is not merely lenient: breaking any Argo example in one of
+/// several ways (a misspelt template, entrypoint, dependency, input or step
+/// name) must give at least one error.
+#[test]
+fn broken_copies_of_the_examples_are_caught() {
+    type Edit = fn(&[&str], usize) -> Option<String>;
+    let edits: &[(&str, Edit)] = &[
+        // (A workflow that takes its templates from a WorkflowTemplate may
+        // name an entrypoint that only that template has.)
+        ("entrypoint", |l, i| {
+            let t = l[i].trim_start();
+            let from_ref = l.iter().any(|x| x.contains("workflowTemplateRef"));
+            (t.starts_with("entrypoint: ") && !l[i].contains("{{") && !from_ref)
+                .then(|| format!("{}-missing", l[i]))
+        }),
+        ("step template", |l, i| {
+            let t = l[i].trim_start();
+            let under_ref = l[i.saturating_sub(2)..i]
+                .iter()
+                .any(|p| p.contains("templateRef"));
+            (t.starts_with("template: ") && !under_ref && !l[i].contains("{{"))
+                .then(|| format!("{}-missing", l[i]))
+        }),
+        ("input parameter", |l, i| {
+            l[i].contains("{{inputs.parameters.")
+                .then(|| l[i].replacen("{{inputs.parameters.", "{{inputs.parameters.zz", 1))
+        }),
+        ("step output", |l, i| {
+            l[i].contains("{{steps.")
+                .then(|| l[i].replacen("{{steps.", "{{steps.zz", 1))
+        }),
+        ("task output", |l, i| {
+            l[i].contains("{{tasks.")
+                .then(|| l[i].replacen("{{tasks.", "{{tasks.zz", 1))
+        }),
+        ("dependencies", |l, i| {
+            l[i].contains("dependencies: [")
+                .then(|| l[i].replacen("dependencies: [", "dependencies: [zz-missing, ", 1))
+        }),
+        ("depends", |l, i| {
+            l[i].contains("depends: \"")
+                .then(|| l[i].replacen("depends: \"", "depends: \"zz-missing && ", 1))
+        }),
+        ("workflow parameter", |l, i| {
+            l[i].contains("{{workflow.parameters.")
+                .then(|| l[i].replacen("{{workflow.parameters.", "{{workflow.parameters.zz", 1))
+        }),
+    ];
+    let dir = shared_dir().join("argo-examples");
+    let mut files = Vec::new();
+    yaml_files(&dir, &mut files);
+    let mut tried = 0;
+    let mut missed = Vec::new();
+    for f in &files {
+        let src = std::fs::read_to_string(f).expect("read example");
+        let shown = f.strip_prefix(&dir).unwrap_or(f).display().to_string();
+        for (what, edit) in edits {
+            let Some(broken) = mutate(&src, edit) else {
+                continue;
+            };
+            tried += 1;
+            if !lint(&broken, &shown).iter().any(Diagnostic::is_error) {
+                missed.push(format!("{shown}: {what}"));
+            }
+        }
+    }
+    assert!(tried > 200, "only {tried} mutations applied");
+    assert!(
+        missed.is_empty(),
+        "{} of {tried} broken copies passed:\n{}",
+        missed.len(),
+        missed.join("\n")
+    );
+}
