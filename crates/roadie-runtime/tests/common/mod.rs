@@ -127,3 +127,15 @@ pub async fn wait_file(path: &Path, ok: impl Fn(&str) -> bool) -> String {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Field 22 of `/proc/PID/stat`: the start time in clock ticks after boot.
+pub fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[19].parse().unwrap()
+}
