@@ -84,7 +84,7 @@ async fn a_killed_roadie_leaves_nothing_behind() {
     let (leader, gc): (u32, u32) = (leader.parse().unwrap(), gc.parse().unwrap());
     assert!(alive(leader) && alive(gc));
     let owner = format!("{}.{}", helper.id(), start_time(helper.id()));
-    assert_eq!(registry_owners(&state), [owner.clone()]);
+    assert_eq!(registry_owners(&state), std::slice::from_ref(&owner));
 
     // While that roadie lives, its groups are not leftovers.
     assert_eq!(reap_leftovers(&state).unwrap(), Vec::<u32>::new());
