@@ -9,7 +9,10 @@ mod source_map;
 mod status;
 mod types;
 
-pub use lint::{Diagnostic, Severity, lint, lint_workflow};
+pub use lint::{
+    Diagnostic, ExprChecker, LintOptions, Severity, lint, lint_with, lint_workflow,
+    lint_workflow_with,
+};
 pub use source_map::SourceMap;
 pub use status::*;
 pub use types::*;

@@ -89,10 +89,29 @@ const DEPENDS_RESULTS: &[&str] = &[
     "AllFailed",
 ];
 
+/// Checks an expr-lang expression and returns the message of its syntax
+/// error. This crate sits below `roadie-expr`, so the caller hands the checker
+/// in (`roadie_expr::check_expr`).
+pub type ExprChecker<'f> = &'f dyn Fn(&str) -> Result<(), String>;
+
+/// What [`lint_with`] does beyond [`lint`].
+#[derive(Clone, Copy, Default)]
+pub struct LintOptions<'f> {
+    /// Checks `{{= expr}}` tags and expression fields (`retryStrategy.expression`,
+    /// `valueFrom.expression`, `fromExpression`, hook `expression`s); without
+    /// it they are not looked at.
+    pub check_expr: Option<ExprChecker<'f>>,
+}
+
 /// Lints every workflow document in `src` (YAML or JSON). `file` names the
 /// source in the diagnostics. Returns every problem found, sorted by position;
 /// an empty list means the file is clean.
 pub fn lint(src: &str, file: &str) -> Vec<Diagnostic> {
+    lint_with(src, file, LintOptions::default())
+}
+
+/// [`lint`], with expressions checked by `options.check_expr`.
+pub fn lint_with(src: &str, file: &str, options: LintOptions<'_>) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let chunks = split_documents(src);
     let multi = chunks.len() > 1;
@@ -155,13 +174,13 @@ pub fn lint(src: &str, file: &str) -> Vec<Diagnostic> {
                         spec: cron.spec.workflow_spec,
                         extra: Default::default(),
                     };
-                    out.extend(Linter::new(&wf, &map, "spec.workflowSpec").run());
+                    out.extend(Linter::new(&wf, &map, "spec.workflowSpec", options).run());
                 }
                 Err(d) => out.push(d),
             }
         } else {
             match deserialize::<Workflow>(chunk, &map) {
-                Ok(wf) => out.extend(Linter::new(&wf, &map, "spec").run()),
+                Ok(wf) => out.extend(Linter::new(&wf, &map, "spec", options).run()),
                 Err(d) => out.push(d),
             }
         }
@@ -184,7 +203,16 @@ pub fn lint(src: &str, file: &str) -> Vec<Diagnostic> {
 
 /// Lints an already parsed workflow whose source positions are in `map`.
 pub fn lint_workflow(wf: &Workflow, map: &SourceMap) -> Vec<Diagnostic> {
-    let mut out = Linter::new(wf, map, "spec").run();
+    lint_workflow_with(wf, map, LintOptions::default())
+}
+
+/// [`lint_workflow`], with expressions checked by `options.check_expr`.
+pub fn lint_workflow_with(
+    wf: &Workflow,
+    map: &SourceMap,
+    options: LintOptions<'_>,
+) -> Vec<Diagnostic> {
+    let mut out = Linter::new(wf, map, "spec", options).run();
     if let Ok(doc) = serde_json::to_value(wf) {
         let kind = if WORKFLOW_KINDS.contains(&wf.kind.as_str()) {
             wf.kind.as_str()
@@ -537,10 +565,11 @@ struct Linter<'a> {
     open_parameters: bool,
     open_labels: bool,
     open_outputs: bool,
+    check_expr: Option<ExprChecker<'a>>,
 }
 
 impl<'a> Linter<'a> {
-    fn new(wf: &'a Workflow, map: &'a SourceMap, spec: &str) -> Self {
+    fn new(wf: &'a Workflow, map: &'a SourceMap, spec: &str, options: LintOptions<'a>) -> Self {
         let mut templates = HashMap::new();
         for t in &wf.spec.templates {
             templates.entry(t.name.as_str()).or_insert(t);
@@ -560,6 +589,7 @@ impl<'a> Linter<'a> {
             open_parameters: is_template_kind || from_ref,
             open_labels: from_ref,
             open_outputs: false,
+            check_expr: options.check_expr,
         };
         linter.collect_globals();
         linter
@@ -570,7 +600,30 @@ impl<'a> Linter<'a> {
         self.check_entry_points();
         self.check_templates();
         self.check_spec_vars();
+        self.check_expressions();
         self.out
+    }
+
+    /// Every expr-lang expression of the spec: `{{= }}` tags and the fields
+    /// that hold an expression.
+    fn check_expressions(&mut self) {
+        let Some(check) = self.check_expr else {
+            return;
+        };
+        let Ok(spec) = serde_json::to_value(&self.wf.spec) else {
+            return;
+        };
+        let mut found = Vec::new();
+        collect_expressions(&spec, &self.spec, "", &mut found);
+        for (path, text, offset, expr) in found {
+            if let Err(msg) = check(&expr) {
+                let pos = match offset {
+                    Some(at) => self.map.position_in_value(&path, &text, at, "{{"),
+                    None => self.at(&path),
+                };
+                self.err(pos, msg);
+            }
+        }
     }
 
     /// Workflow-level fields (podSpecPatch, arguments, volumes, metrics, ...)
@@ -1947,6 +2000,54 @@ impl<'a> Linter<'a> {
                 _ => undefined(String::new()),
             }
         }
+    }
+}
+
+/// Every expression in `v`: `{{= }}` tags in any string (with the byte offset
+/// of their `{{`) and whole values of expression fields (offset `None`).
+/// `parent` is the key that holds `v`.
+fn collect_expressions(
+    v: &Value,
+    path: &str,
+    parent: &str,
+    out: &mut Vec<(String, String, Option<usize>, String)>,
+) {
+    match v {
+        Value::String(s) => {
+            let mut i = 0;
+            while let Some(open) = s[i..].find("{{") {
+                let start = i + open;
+                let Some(close) = s[start + 2..].find("}}") else {
+                    break;
+                };
+                let tag = &s[start + 2..start + 2 + close];
+                i = start + 2 + close + 2;
+                if let Some(expr) = tag.trim_start().strip_prefix('=') {
+                    out.push((path.to_string(), s.clone(), Some(start), expr.to_string()));
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, x) in items.iter().enumerate() {
+                collect_expressions(x, &format!("{path}[{i}]"), parent, out);
+            }
+        }
+        Value::Object(m) => {
+            let in_hooks = path.rsplit('.').nth(1) == Some("hooks");
+            for (k, x) in m {
+                let child = format!("{path}.{k}");
+                let is_expr_field = (k == "expression"
+                    && (matches!(parent, "retryStrategy" | "valueFrom") || in_hooks))
+                    || k == "fromExpression";
+                match x {
+                    Value::String(e) if is_expr_field && !e.trim().is_empty() => {
+                        out.push((child, e.clone(), None, e.clone()));
+                    }
+                    _ => collect_expressions(x, &child, k, out),
+                }
+            }
+        }
+        _ => {}
     }
 }
 

@@ -213,3 +213,105 @@ fn broken_copies_of_the_examples_are_caught() {
         missed.join("\n")
     );
 }
+
+/// A stand-in for `roadie_expr::check_expr` (which sits above this crate):
+/// rejects unbalanced parentheses, the error a typo most often makes.
+fn balanced(expr: &str) -> Result<(), String> {
+    let mut depth = 0i32;
+    for c in expr.chars() {
+        depth += match c {
+            '(' => 1,
+            ')' => -1,
+            _ => 0,
+        };
+        if depth < 0 {
+            break;
+        }
+    }
+    if depth == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid expression '{}': unbalanced parentheses",
+            expr.trim()
+        ))
+    }
+}
+
+#[test]
+fn expressions_go_to_the_checker_with_their_places() {
+    let src = "\
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  generateName: expr-
+spec:
+  entrypoint: main
+  hooks:
+    running:
+      expression: workflow.status == \"Running\"
+      template: main
+  templates:
+  - name: main
+    retryStrategy:
+      limit: 3
+      expression: (lastRetry.status == \"Error\"
+    container:
+      image: alpine
+      args: [\"{{=sprig.upper(inputs.parameters.x}}\", \"{{= asInt(1) }}\"]
+    inputs:
+      parameters:
+      - name: x
+";
+    let check = |e: &str| balanced(e);
+    let opts = roadie_spec::LintOptions {
+        check_expr: Some(&check),
+    };
+    let got: Vec<String> = roadie_spec::lint_with(src, "e.yaml", opts)
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            "e.yaml:15:19: error: invalid expression '(lastRetry.status == \"Error\"': unbalanced parentheses",
+            "e.yaml:18:15: error: invalid expression 'sprig.upper(inputs.parameters.x': unbalanced parentheses",
+        ]
+    );
+    // Without a checker, expressions are not looked at.
+    assert!(lint(src, "e.yaml").is_empty(), "{:?}", lint(src, "e.yaml"));
+}
+
+#[test]
+fn the_examples_expressions_reach_the_checker() {
+    let dir = shared_dir().join("argo-examples");
+    let mut files = Vec::new();
+    yaml_files(&dir, &mut files);
+    let seen = std::cell::RefCell::new(Vec::<String>::new());
+    let record = |e: &str| {
+        seen.borrow_mut().push(e.trim().to_string());
+        balanced(e)
+    };
+    for f in &files {
+        let src = std::fs::read_to_string(f).expect("read example");
+        let opts = roadie_spec::LintOptions {
+            check_expr: Some(&record),
+        };
+        let errors: Vec<String> = roadie_spec::lint_with(&src, "x.yaml", opts)
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", f.display());
+    }
+    let seen = seen.into_inner();
+    assert!(seen.len() > 20, "only {} expressions: {seen:?}", seen.len());
+    assert!(
+        seen.iter().any(|e| e.contains("lastRetry.exitCode")),
+        "retryStrategy.expression not seen"
+    );
+    assert!(
+        seen.iter().any(|e| e.starts_with("sprig.")),
+        "{{= sprig...}} tags not seen"
+    );
+}
