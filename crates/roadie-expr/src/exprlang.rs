@@ -614,7 +614,7 @@ fn format_go_map(entries: Vec<(String, String)>) -> String {
 }
 
 /// Go's `encoding/json` float format: plain decimal unless tiny or huge.
-fn go_json_float(f: f64) -> String {
+pub(crate) fn go_json_float(f: f64) -> String {
     let abs = f.abs();
     if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
         let sci = format!("{f:e}");
@@ -627,7 +627,7 @@ fn go_json_float(f: f64) -> String {
     }
 }
 
-fn go_json_string(s: &str, html_escape: bool, out: &mut String) {
+pub(crate) fn go_json_string(s: &str, html_escape: bool, out: &mut String) {
     out.push('"');
     for c in s.chars() {
         match c {

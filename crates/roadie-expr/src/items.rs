@@ -219,24 +219,108 @@ fn shorten(text: &str) -> String {
     format!("{}...", &text[..end])
 }
 
-/// How Argo renders an item as `{{item}}`: strings raw, numbers and booleans as written,
-/// null as `null`, objects and lists as compact JSON.
+/// How Argo renders an item as `{{item}}`: strings raw, numbers and booleans as written
+/// (floats as Go's `encoding/json` writes them, so `1.0` from YAML is `1`), null as `null`,
+/// lists as compact JSON, objects as compact JSON with the top-level keys sorted (Argo
+/// marshals the item's Go map) and `<`, `>`, `&` escaped as Go does.
 pub fn item_to_string(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let mut out = String::from("{");
+            for (n, k) in keys.into_iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                write_json(&serde_json::Value::String(k.clone()), &mut out);
+                out.push(':');
+                write_json(&map[k], &mut out);
+            }
+            out.push('}');
+            out
+        }
+        other => {
+            let mut out = String::new();
+            write_json(other, &mut out);
+            out
+        }
     }
 }
 
-/// The variables one item contributes: `item`, and for an object `item.KEY` for every key.
+/// Compact JSON in written order, with Go's number and string conventions.
+fn write_json(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            out.push_str(&crate::exprlang::go_json_float(n.as_f64().unwrap_or(0.0)));
+        }
+        serde_json::Value::String(s) => crate::exprlang::go_json_string(s, true, out),
+        serde_json::Value::Array(a) => {
+            out.push('[');
+            for (n, item) in a.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                write_json(item, out);
+            }
+            out.push(']');
+        }
+        serde_json::Value::Object(m) => {
+            out.push('{');
+            for (n, (k, item)) in m.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                crate::exprlang::go_json_string(k, true, out);
+                out.push(':');
+                write_json(item, out);
+            }
+            out.push('}');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The variables one item contributes: `item`, and for an object `item.KEY` for every key
+/// (a nested object or list rendered as compact JSON in written order).
 pub fn item_variables(v: &serde_json::Value) -> Vec<(String, String)> {
     let mut vars = vec![("item".to_string(), item_to_string(v))];
     if let serde_json::Value::Object(map) = v {
         for (k, val) in map {
-            vars.push((format!("item.{k}"), item_to_string(val)));
+            let rendered = match val {
+                serde_json::Value::String(s) => s.clone(),
+                other => {
+                    let mut out = String::new();
+                    write_json(other, &mut out);
+                    out
+                }
+            };
+            vars.push((format!("item.{k}"), rendered));
         }
     }
     vars
+}
+
+/// What Argo puts in the parentheses of an expanded node's name, after the index:
+/// `name(0:LABEL)`. Scalars as in `{{item}}`, lists as `[a b]`, objects as sorted `k:v`
+/// pairs joined by commas (`group:dev,name:jesse`).
+pub fn item_label(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Array(a) => {
+            let parts: Vec<String> = a.iter().map(item_to_string).collect();
+            format!("[{}]", parts.join(" "))
+        }
+        serde_json::Value::Object(m) => {
+            let mut parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k}:{}", item_to_string(v)))
+                .collect();
+            parts.sort();
+            parts.join(",")
+        }
+        other => item_to_string(other),
+    }
 }
 
 #[cfg(test)]
@@ -401,9 +485,32 @@ mod tests {
         assert_eq!(item_to_string(&json!(true)), "true");
         assert_eq!(item_to_string(&json!(null)), "null");
         assert_eq!(item_to_string(&json!([1, "a"])), "[1,\"a\"]");
+        // Top-level keys sorted (Argo marshals a Go map); nested objects as written.
         assert_eq!(
             item_to_string(&json!({"b": 1, "a": "x"})),
-            "{\"b\":1,\"a\":\"x\"}"
+            "{\"a\":\"x\",\"b\":1}"
+        );
+        assert_eq!(
+            item_to_string(&json!({"z": {"y": 1, "x": 2}, "a": null})),
+            "{\"a\":null,\"z\":{\"y\":1,\"x\":2}}"
+        );
+        // Floats as Go writes them, strings HTML-escaped as Go does.
+        assert_eq!(item_to_string(&json!(1.0)), "1");
+        assert_eq!(item_to_string(&json!(1e-7)), "1e-7");
+        assert_eq!(
+            item_to_string(&json!(["<a>", 2.50])),
+            "[\"\\u003ca\\u003e\",2.5]"
+        );
+    }
+
+    #[test]
+    fn item_labels() {
+        assert_eq!(item_label(&json!("a b")), "a b");
+        assert_eq!(item_label(&json!(3)), "3");
+        assert_eq!(item_label(&json!(["a", 1])), "[a 1]");
+        assert_eq!(
+            item_label(&json!({"name": "jesse", "group": "dev"})),
+            "group:dev,name:jesse"
         );
     }
 
@@ -419,7 +526,7 @@ mod tests {
             vec![
                 (
                     "item".to_string(),
-                    "{\"image\":\"debian\",\"tag\":9,\"extra\":{\"k\":[1]}}".to_string()
+                    "{\"extra\":{\"k\":[1]},\"image\":\"debian\",\"tag\":9}".to_string()
                 ),
                 ("item.image".to_string(), "debian".to_string()),
                 ("item.tag".to_string(), "9".to_string()),

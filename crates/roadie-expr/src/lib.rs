@@ -49,7 +49,7 @@ pub use depends::{DependCondition, Depends, depends_from_list, parse_depends, ta
 pub use duration::parse_duration;
 pub use error::ExprError;
 pub use exprlang::{check_expr, eval_expr, eval_expr_bool, format_value, scope_env};
-pub use items::{expand_sequence, item_to_string, item_variables, parse_items};
+pub use items::{expand_sequence, item_label, item_to_string, item_variables, parse_items};
 pub use scope::{Chain, Scope};
 pub use template::{
     Reference, Unresolved, expression_references, expression_tags, references, substitute,
