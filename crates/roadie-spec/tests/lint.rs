@@ -315,3 +315,78 @@ fn the_examples_expressions_reach_the_checker() {
         "{{= sprig...}} tags not seen"
     );
 }
+
+fn shown(src: &str) -> Vec<String> {
+    lint(src, "f.yaml").iter().map(|d| d.to_string()).collect()
+}
+
+#[test]
+fn empty_and_comment_only_files_say_so() {
+    let want = vec!["f.yaml:1:1: error: the file holds no document".to_string()];
+    assert_eq!(shown(""), want);
+    assert_eq!(shown("# nothing here\n\n"), want);
+}
+
+#[test]
+fn tab_indented_json_is_read() {
+    let src = "{\n\t\"apiVersion\": \"argoproj.io/v1alpha1\",\n\t\"kind\": \"Workflow\",\n\t\"metadata\": {\"name\": \"j\"},\n\t\"spec\": {\n\t\t\"entrypoint\": \"nope\",\n\t\t\"templates\": [{\"name\": \"a\", \"suspend\": {}}]\n\t}\n}\n";
+    assert_eq!(
+        shown(src),
+        vec!["f.yaml:6:17: error: entrypoint template 'nope' is not defined"]
+    );
+}
+
+#[test]
+fn nesting_too_deep_is_an_error_not_a_crash() {
+    let n = 20_000;
+    let src = format!("kind: Workflow\nx: {}{}\n", "[".repeat(n), "]".repeat(n));
+    let got = lint(&src, "f.yaml");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].is_error() && got[0].position.line == 2, "{got:?}");
+}
+
+#[test]
+fn templates_and_template_refs_need_no_entrypoint() {
+    let wft = "apiVersion: argoproj.io/v1alpha1\nkind: WorkflowTemplate\nmetadata:\n  name: t\nspec:\n  templates:\n  - name: a\n    container:\n      image: alpine\n      args: [\"{{workflow.parameters.from-the-caller}}\"]\n";
+    assert_eq!(shown(wft), Vec::<String>::new());
+    let by_ref = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  generateName: r-\nspec:\n  workflowTemplateRef:\n    name: t\n";
+    assert_eq!(shown(by_ref), Vec::<String>::new());
+}
+
+#[test]
+fn lint_workflow_takes_a_parsed_workflow_and_its_map() {
+    let src = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: w\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - name: s\n        template: gone\n";
+    let wf = roadie_spec::parse_workflow(src, "w.yaml").expect("parses");
+    let maps = roadie_spec::SourceMap::parse(src, "w.yaml").expect("maps");
+    let got: Vec<String> = roadie_spec::lint_workflow(&wf, &maps[0])
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(
+        got,
+        vec!["w.yaml:11:19: error: step 's' runs undefined template 'gone'"]
+    );
+}
+
+#[test]
+fn all_problems_are_reported_in_source_order() {
+    let src = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: w\nspec:\n  entrypoint: main\n  onExit: bye\n  templates:\n  - name: main\n    dag:\n      tasks:\n      - name: b\n        template: x\n        dependencies: [a]\n      - name: a\n        template: main\n        dependencies: [b]\n  - name: main\n";
+    let got = shown(src);
+    let positions: Vec<(u64, u64)> = lint(src, "f.yaml")
+        .iter()
+        .map(|d| (d.position.line, d.position.column))
+        .collect();
+    let mut sorted = positions.clone();
+    sorted.sort();
+    assert_eq!(positions, sorted);
+    assert_eq!(
+        got,
+        vec![
+            "f.yaml:7:11: error: onExit template 'bye' is not defined",
+            "f.yaml:13:19: error: task 'b' runs undefined template 'x'",
+            "f.yaml:17:24: error: dependency cycle: a -> b -> a",
+            "f.yaml:18:11: error: duplicate template name 'main' (first defined on line 9)",
+            "f.yaml:18:11: error: template 'main' has no body: set one of container, containerSet, steps, script, resource, dag, suspend, data, http, plugin",
+        ]
+    );
+}
