@@ -11,11 +11,12 @@
 //! - `<`, `<=`, `>`, `>=` compare two numbers or two strings;
 //! - `=~`/`!~` match a string against a regular expression;
 //! - `&&`, `||`, `!` on booleans; `+` adds numbers or concatenates when either side is a
-//!   string; `-`, `*`, `/`, `%`, `**` on numbers; unary `-`; parentheses; `? :` ternary.
+//!   string; `-`, `*`, `/`, `%`, `**` on numbers; unary `-`; parentheses; `? :` ternary;
+//!   `x in (a, b)`.
 //!
 //! A word with a dash (`heads-up`) therefore lexes as `heads - up` and fails, as in Argo;
 //! quote such values. Not reproduced: govaluate's parsing of quoted dates into times, its
-//! bitwise operators, `in` and `??`.
+//! bitwise operators and `??`.
 
 use crate::error::ExprError;
 
@@ -34,6 +35,8 @@ enum Val {
     Num(f64),
     Str(String),
     Bool(bool),
+    /// `(a, b, c)`, the right side of `in`.
+    List(Vec<Val>),
 }
 
 impl std::fmt::Display for Val {
@@ -42,13 +45,17 @@ impl std::fmt::Display for Val {
             Val::Num(n) => f.write_str(&crate::exprlang::go_float(*n)),
             Val::Str(s) => f.write_str(s),
             Val::Bool(b) => write!(f, "{b}"),
+            Val::List(items) => {
+                let parts: Vec<String> = items.iter().map(ToString::to_string).collect();
+                write!(f, "[{}]", parts.join(" "))
+            }
         }
     }
 }
 
 const OPERATORS: &[&str] = &[
     "==", "!=", "=~", "!~", ">=", "<=", "&&", "||", "**", ">", "<", "!", "+", "-", "*", "/", "%",
-    "?", ":",
+    "?", ":", ",",
 ];
 
 const HINT: &str = "(hint: try wrapping the affected expression in quotes (\"))";
@@ -150,7 +157,7 @@ fn lex(expr: &str) -> Result<Vec<Token>, ExprError> {
             while j < chars.len() && chars[j].is_whitespace() {
                 j += 1;
             }
-            if chars.get(j) == Some(&'(') {
+            if chars.get(j) == Some(&'(') && word != "in" {
                 return Err(ExprError::syntax(
                     expr,
                     format!(
@@ -161,6 +168,7 @@ fn lex(expr: &str) -> Result<Vec<Token>, ExprError> {
             toks.push(match word.as_str() {
                 "true" => Token::Bool(true),
                 "false" => Token::Bool(false),
+                "in" => Token::Op("in"),
                 _ => Token::Str(word),
             });
             continue;
@@ -187,7 +195,7 @@ fn binary_power(op: &str) -> Option<u8> {
     Some(match op {
         "||" => 2,
         "&&" => 3,
-        "==" | "!=" | "=~" | "!~" | ">" | ">=" | "<" | "<=" => 4,
+        "==" | "!=" | "=~" | "!~" | ">" | ">=" | "<" | "<=" | "in" => 4,
         "+" | "-" => 5,
         "*" | "/" | "%" => 6,
         "**" => 7,
@@ -201,6 +209,7 @@ enum Ast {
     Unary(&'static str, Box<Ast>),
     Binary(&'static str, Box<Ast>, Box<Ast>),
     Ternary(Box<Ast>, Box<Ast>, Box<Ast>),
+    List(Vec<Ast>),
 }
 
 struct Parser<'a> {
@@ -280,12 +289,25 @@ impl Parser<'_> {
             Token::Str(s) => Ok(Ast::Lit(Val::Str(s))),
             Token::Bool(b) => Ok(Ast::Lit(Val::Bool(b))),
             Token::LParen => {
-                let inner = self.parse(0)?;
+                let first = self.parse(0)?;
+                if self.peek() != Some(&Token::Op(",")) {
+                    if self.peek() != Some(&Token::RParen) {
+                        return Err(self.err("Unbalanced parenthesis".into()));
+                    }
+                    self.pos += 1;
+                    return Ok(first);
+                }
+                // `(a, b, c)`: a list, for `in`.
+                let mut items = vec![first];
+                while self.peek() == Some(&Token::Op(",")) {
+                    self.pos += 1;
+                    items.push(self.parse(0)?);
+                }
                 if self.peek() != Some(&Token::RParen) {
                     return Err(self.err("Unbalanced parenthesis".into()));
                 }
                 self.pos += 1;
-                Ok(inner)
+                Ok(Ast::List(items))
             }
             Token::Op(op @ ("!" | "-")) => Ok(Ast::Unary(op, Box::new(self.parse(8)?))),
             other => Err(self.err(format!("Unexpected '{}'", describe_token(&other)))),
@@ -303,6 +325,12 @@ fn type_error(expr: &str, v: &Val, what: &str, op: &str, want: &str) -> ExprErro
 fn eval(ast: &Ast, expr: &str) -> Result<Val, ExprError> {
     match ast {
         Ast::Lit(v) => Ok(v.clone()),
+        Ast::List(items) => Ok(Val::List(
+            items
+                .iter()
+                .map(|i| eval(i, expr))
+                .collect::<Result<_, _>>()?,
+        )),
         Ast::Unary(op, inner) => match (*op, eval(inner, expr)?) {
             ("!", Val::Bool(b)) => Ok(Val::Bool(!b)),
             ("-", Val::Num(n)) => Ok(Val::Num(-n)),
@@ -336,6 +364,10 @@ fn eval(ast: &Ast, expr: &str) -> Result<Val, ExprError> {
 
 fn binary(op: &str, lv: Val, rv: Val, expr: &str) -> Result<Val, ExprError> {
     match op {
+        "in" => match rv {
+            Val::List(items) => Ok(Val::Bool(items.contains(&lv))),
+            single => Ok(Val::Bool(single == lv)),
+        },
         "==" => Ok(Val::Bool(lv == rv)),
         "!=" => Ok(Val::Bool(lv != rv)),
         ">" | ">=" | "<" | "<=" => {
@@ -499,6 +531,11 @@ mod tests {
         assert!(t("a + b == ab"));
         assert!(t("a + 1 == 'a1'"));
         assert!(t("1 > 0 ? true : false"));
+        assert!(t("b in (a, b, c)"));
+        assert!(!t("d in (a, b, c)"));
+        assert!(t("2 in (1, 2)"));
+        assert!(!t("'2' in (1, 2)"));
+        assert!(t("(a in (a)) && true"));
         // Dates written bare lex as arithmetic, on both sides alike.
         assert!(t("2020-05-01 == 2020-05-01"));
         // Short-circuit: the right side is not evaluated.
@@ -541,6 +578,14 @@ mod tests {
         assert!(err.to_string().contains("regexp"), "{err}");
         let err = eval_when("len(x) == 1").unwrap_err();
         assert!(err.to_string().contains("no functions"), "{err}");
+        let err = eval_when("(a, b)").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("Expected boolean evaluation, got '[a b]'"),
+            "{err}"
+        );
+        let err = eval_when("a == b, c").unwrap_err();
+        assert!(err.to_string().contains("Unexpected ','"), "{err}");
         let err = eval_when("a ==").unwrap_err();
         assert!(err.to_string().contains("end of expression"), "{err}");
     }
