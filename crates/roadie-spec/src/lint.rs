@@ -386,7 +386,21 @@ fn deserialize<T: for<'de> Deserialize<'de>>(
             .unwrap_or((1, 1));
         let line = line + chunk.line_offset;
         let mut message = strip_location(&err.without_snippet().to_string());
-        if let Some(path) = map.path_at(line, column)
+        if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+            // serde-saphyr's text ends with advice for programmers.
+            let key = rest
+                .split(", set DuplicateKeyPolicy")
+                .next()
+                .unwrap_or(rest);
+            let parent = map
+                .key_path_at(line, column)
+                .and_then(crate::source_map::parent_path)
+                .filter(|p| !p.is_empty());
+            message = match parent {
+                Some(p) => format!("duplicate key '{key}' in {p}"),
+                None => format!("duplicate key '{key}'"),
+            };
+        } else if let Some(path) = map.path_at(line, column)
             && !path.is_empty()
         {
             message = format!("{path}: {message}");
@@ -418,7 +432,7 @@ fn strip_location(msg: &str) -> String {
     msg.to_string()
 }
 
-/// What a template can be asked about by the variable checks.
+/// Whether the body field `field` (`container`, `resource`, ...) is set.
 fn has_body(t: &Template, field: &str) -> bool {
     match field {
         "container" => t.container.is_some(),
@@ -1584,8 +1598,7 @@ impl<'a> Linter<'a> {
             item_owner: format!("template '{}'", t.name),
         };
         self.check_rest_of_template(t, path, "dag", &scope);
-        let dag_value = serde_json::to_value(dag).unwrap_or(Value::Null);
-        if let Some(Value::String(target)) = dag_value.get("target") {
+        if let Some(target) = &dag.target {
             let target = Value::String(target.clone());
             self.check_vars_of(&target, &format!("{dpath}.target"), &scope);
         }
@@ -1624,7 +1637,7 @@ impl<'a> Linter<'a> {
                             let mut key = cycle.clone();
                             key.sort_unstable();
                             if reported.insert(key) {
-                                found.push((cycle, *j, pos.clone()));
+                                found.push((cycle, pos.clone()));
                             }
                         }
                         Color::Black => {}
@@ -1635,7 +1648,7 @@ impl<'a> Linter<'a> {
                 }
             }
         }
-        for (cycle, back_to, pos) in found {
+        for (cycle, pos) in found {
             // Tasks depend on earlier ones, so the walk runs against the
             // direction of execution; print it in the direction of execution.
             let mut names: Vec<&str> = cycle
@@ -1644,7 +1657,6 @@ impl<'a> Linter<'a> {
                 .map(|&i| tasks[i].name.as_str())
                 .collect();
             names.push(tasks[cycle[cycle.len() - 1]].name.as_str());
-            let _ = back_to;
             self.err(pos, format!("dependency cycle: {}", names.join(" -> ")));
         }
     }

@@ -182,6 +182,15 @@ impl SourceMap {
             .max_by_key(|p| (p.len(), *p))
     }
 
+    /// The path of the mapping entry whose key starts at `line`:`column`.
+    pub fn key_path_at(&self, line: u64, column: u64) -> Option<&str> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.key.is_some_and(|k| k.line == line && k.column == column))
+            .map(|(p, _)| p.as_str())
+            .max_by_key(|p| (p.len(), *p))
+    }
+
     /// Whether the document has a node at `path`.
     pub fn contains(&self, path: &str) -> bool {
         self.entries.contains_key(path)
