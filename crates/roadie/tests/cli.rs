@@ -286,6 +286,16 @@ fn list_json_and_get_yaml_are_argo_shaped() {
 /// message naming the signal, and none of its processes is left.
 #[test]
 fn sigint_stops_the_workflow_and_its_processes() {
+    stop_by_signal("INT");
+}
+
+/// SIGTERM to roadie (what `kill` and service managers send) does the same.
+#[test]
+fn sigterm_stops_the_workflow_and_its_processes() {
+    stop_by_signal("TERM");
+}
+
+fn stop_by_signal(sig: &str) {
     let env = Env::new();
     let marker = unique_marker();
     let roadie = env.spawn(&[
@@ -304,9 +314,17 @@ fn sigint_stops_the_workflow_and_its_processes() {
         "the steps did not start; roadie stderr:\n{}",
         roadie.stderr_so_far()
     );
-    roadie.signal("INT");
+    roadie.signal(sig);
     let out = roadie.wait(Duration::from_secs(30));
     out.expect_code(1);
+    let gone = wait_for(Duration::from_secs(5), || {
+        processes_with_arg(&marker).is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "processes left after SIG{sig}: {:?}",
+        processes_with_arg(&marker)
+    );
 
     let wf = env.get_json("interrupted");
     assert_eq!(phase(&wf), "Failed", "{}", describe_nodes(&wf));
@@ -314,26 +332,106 @@ fn sigint_stops_the_workflow_and_its_processes() {
         wf["status"]["message"]
             .as_str()
             .unwrap_or("")
-            .contains("SIGINT"),
+            .contains(&format!("SIG{sig}")),
         "{}",
         describe_nodes(&wf)
     );
-    assert_all_nodes_completed(&wf);
     assert_eq!(
         node(&wf, "long")["phase"],
         "Failed",
         "{}",
         describe_nodes(&wf)
     );
+    assert_all_nodes_completed(&wf);
+}
 
-    let gone = wait_for(Duration::from_secs(5), || {
-        processes_with_arg(&marker).is_empty().then_some(())
+/// A step that ignores SIGTERM keeps a stopping workflow waiting for its
+/// grace period (30 s by default); a second Ctrl-C kills it at once.
+#[test]
+fn second_sigint_kills_steps_that_ignore_sigterm() {
+    let env = Env::new();
+    let marker = unique_marker();
+    let roadie = env.spawn(&[
+        "run",
+        &fixture("stubborn-step.yaml"),
+        "--name",
+        "stubborn",
+        "-p",
+        &env.out_param(),
+        "-p",
+        &format!("marker={marker}"),
+    ]);
+    let ready = wait_for(Duration::from_secs(20), || {
+        env.dir().join("ready").exists().then_some(())
     });
     assert!(
-        gone.is_some(),
-        "processes left after Ctrl-C: {:?}",
-        processes_with_arg(&marker)
+        ready.is_some(),
+        "the step did not start; roadie stderr:\n{}",
+        roadie.stderr_so_far()
     );
+    let step = processes_with_arg(&marker);
+    assert_eq!(step.len(), 1, "{step:?}");
+
+    roadie.signal("INT");
+    // roadie notes the stop on stdout (or on stderr with --quiet / -o).
+    let noted = wait_for(Duration::from_secs(10), || {
+        let said = roadie.stdout_so_far() + &roadie.stderr_so_far();
+        said.contains("SIGINT").then_some(())
+    });
+    assert!(
+        noted.is_some(),
+        "no note of the first SIGINT:\n{}{}",
+        roadie.stdout_so_far(),
+        roadie.stderr_so_far()
+    );
+    assert!(
+        pid_alive(step[0]),
+        "the step should still be in its grace period after the first SIGINT"
+    );
+
+    roadie.signal("INT");
+    let out = roadie.wait(Duration::from_secs(15));
+    out.expect_code(1);
+    assert!(
+        out.elapsed < Duration::from_secs(25),
+        "roadie waited out the grace period despite the second SIGINT"
+    );
+    assert!(!pid_alive(step[0]), "the step survived the second SIGINT");
+    let wf = env.get_json("stubborn");
+    assert_eq!(phase(&wf), "Failed", "{}", describe_nodes(&wf));
+    assert_all_nodes_completed(&wf);
+}
+
+/// `roadie logs --follow` prints lines as they come and ends with the workflow.
+#[test]
+fn logs_follow_prints_new_lines_until_the_workflow_ends() {
+    let env = Env::new();
+    let run = env.spawn(&[
+        "run",
+        &fixture("chatty.yaml"),
+        "--name",
+        "chatty",
+        "-p",
+        &env.out_param(),
+        "--quiet",
+    ]);
+    let recorded = wait_for(Duration::from_secs(20), || {
+        let out = env.roadie(&["logs", "chatty"]);
+        out.stdout.contains("line one").then_some(())
+    });
+    assert!(recorded.is_some(), "{}", run.stderr_so_far());
+
+    let follow = env.spawn(&["logs", "chatty", "--follow"]);
+    // It prints what is there, then keeps waiting for more.
+    let attached = wait_for(Duration::from_secs(10), || {
+        follow.stdout_so_far().contains("line one").then_some(())
+    });
+    assert!(attached.is_some(), "logs --follow printed nothing");
+    std::fs::write(env.dir().join("go"), "").expect("write go");
+    run.wait(Duration::from_secs(30)).expect_code(0);
+    let out = follow.wait(Duration::from_secs(15));
+    out.expect_code(0);
+    assert_eq!(out.stdout, "chatty: line one\nchatty: line two\n");
 }
 
 /// Output into a pipe that the reader already closed (`roadie get X | head -0`)

@@ -310,3 +310,38 @@ fn no_orphan_processes_after_roadie_is_killed() {
         processes_with_arg(&marker)
     );
 }
+
+/// A run whose roadie was killed is not left "Running" for ever: once the
+/// next roadie has reaped its processes, nobody drives it any more, and it
+/// must be recorded as ended (so `list --running` is true and `delete` works:
+/// there is no `roadie stop`).
+#[test]
+fn killed_run_is_not_left_running_for_ever() {
+    let env = Env::new();
+    let marker = unique_marker();
+    let roadie = env.spawn(&[
+        "run",
+        &fixture("long-running.yaml"),
+        "--name",
+        "orphaned",
+        "-p",
+        &format!("marker={marker}"),
+    ]);
+    let started = wait_for(Duration::from_secs(20), || {
+        (processes_with_arg(&marker).len() == 3).then_some(())
+    });
+    assert!(started.is_some(), "{}", roadie.stderr_so_far());
+    roadie.signal("KILL");
+    drop(roadie.wait(Duration::from_secs(10)));
+
+    env.roadie(&["run", &fixture("hello.yaml"), "--quiet"])
+        .expect_code(0);
+    let wf = env.get_json("orphaned");
+    assert!(
+        matches!(phase(&wf), "Failed" | "Error"),
+        "the killed run is still {:?} although no roadie drives it: {}",
+        phase(&wf),
+        describe_nodes(&wf)
+    );
+    env.roadie(&["delete", "orphaned"]).expect_code(0);
+}

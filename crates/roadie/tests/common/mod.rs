@@ -255,6 +255,10 @@ impl Running {
         }
     }
 
+    pub fn stdout_so_far(&self) -> String {
+        read(&self.stdout)
+    }
+
     pub fn stderr_so_far(&self) -> String {
         read(&self.stderr)
     }
