@@ -24,7 +24,7 @@ use tokio::sync::{mpsc::UnboundedSender, watch};
 use tokio::time::Instant;
 
 use crate::probe;
-use crate::registry::{Registry, remove_quietly};
+use crate::registry::{Registry, Slot, remove_quietly};
 use crate::spawn::{self, Spawned, describe_spawn_error, kill_group};
 use crate::{ExitInfo, RuntimeError, RuntimeEvent, Signal, StepLaunch};
 
@@ -37,7 +37,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A line longer than this is written to the log in pieces.
 const MAX_PARTIAL_LINE: usize = 64 * 1024;
 
-/// Sequence numbers name registry files; process-wide so that two runtimes sharing a
+/// Sequence numbers name script files; process-wide so that two runtimes sharing a
 /// state directory never collide.
 static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
 
@@ -298,7 +298,7 @@ fn spawner_loop(shared: Arc<Shared>, queue: mpsc::Receiver<Job>) {
 /// A spawned step, handed to its supervising task.
 struct StepRun {
     key: String,
-    seq: u64,
+    slot: Slot,
     spawned: Spawned,
     log: LogWriter,
     output_files: Vec<(String, PathBuf)>,
@@ -353,11 +353,10 @@ fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<StepRun, Str
     let log_file = open_log(&log_path)
         .map_err(|e| format!("cannot open log file {}: {e}", log_path.display()))?;
     let mut log = LogWriter::new(log_file, log_path);
-    let seq = next_seq();
 
     let script_path = match script {
         Some(source) => {
-            let path = shared.registry.script_path(seq, &key);
+            let path = shared.registry.script_path(next_seq(), &key);
             write_script(&path, &source)
                 .map_err(|e| format!("cannot write script file {}: {e}", path.display()))?;
             Some(path)
@@ -390,18 +389,18 @@ fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<StepRun, Str
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
 
-    let record = match shared.registry.begin(seq) {
-        Ok(record) => record,
+    let slot = match shared.registry.begin() {
+        Ok(slot) => slot,
         Err(e) => {
             cleanup_script(&script_path);
-            let path = shared.registry.record_path(seq);
-            return Err(format!("cannot record the step in {}: {e}", path.display()));
+            let dir = shared.registry.dir();
+            return Err(format!("cannot record the step in {}: {e}", dir.display()));
         }
     };
-    match spawn::spawn_recorded(&mut cmd, record) {
+    match spawn::spawn_recorded(&mut cmd, &slot.file) {
         Ok(spawned) => Ok(StepRun {
             key,
-            seq,
+            slot,
             spawned,
             log,
             output_files,
@@ -409,7 +408,7 @@ fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<StepRun, Str
             script_path,
         }),
         Err(e) => {
-            shared.registry.end(seq);
+            shared.registry.end(slot);
             cleanup_script(&script_path);
             let message = describe_spawn_error(&program, working_dir.as_deref(), &e);
             // `roadie logs` should say why there is no output.
@@ -449,7 +448,7 @@ fn write_script(path: &Path, source: &str) -> io::Result<()> {
 async fn supervise(shared: Arc<Shared>, run: StepRun) {
     let StepRun {
         key,
-        seq,
+        slot,
         spawned,
         mut log,
         output_files,
@@ -516,7 +515,7 @@ async fn supervise(shared: Arc<Shared>, run: StepRun) {
     }
     log.finish_line(&mut out_line);
     log.finish_line(&mut err_line);
-    shared.registry.end(seq);
+    shared.registry.end(slot);
     if let Some(path) = &script_path {
         remove_quietly(path);
     }

@@ -26,7 +26,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::RuntimeEvent;
-use crate::host::{Shared, describe_status, into_receiver, next_seq, read_chunk};
+use crate::host::{Shared, describe_status, into_receiver, read_chunk};
+use crate::registry::Slot;
 use crate::spawn::{self, Spawned, describe_spawn_error, kill_group};
 
 /// An exec probe's output kept for the result message.
@@ -203,10 +204,10 @@ pub(crate) struct ExecProbe {
 /// Spawns an exec probe (on the spawner thread) and hands it to a watching task.
 pub(crate) fn launch_exec(shared: &Arc<Shared>, job: ExecProbe) {
     match spawn_exec(shared, &job.argv) {
-        Ok((spawned, reader, seq)) => {
+        Ok((spawned, reader, slot)) => {
             shared
                 .handle
-                .spawn(watch_exec(Arc::clone(shared), job, spawned, reader, seq));
+                .spawn(watch_exec(Arc::clone(shared), job, spawned, reader, slot));
         }
         Err(message) => {
             let _ = shared.events.send(RuntimeEvent::ProbeResult {
@@ -218,7 +219,7 @@ pub(crate) fn launch_exec(shared: &Arc<Shared>, job: ExecProbe) {
     }
 }
 
-fn spawn_exec(shared: &Shared, argv: &[String]) -> Result<(Spawned, OwnedFd, u64), String> {
+fn spawn_exec(shared: &Shared, argv: &[String]) -> Result<(Spawned, OwnedFd, Slot), String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("exec probe has an empty command".to_owned());
     };
@@ -232,17 +233,16 @@ fn spawn_exec(shared: &Shared, argv: &[String]) -> Result<(Spawned, OwnedFd, u64
         .stdin(Stdio::null())
         .stdout(writer_copy)
         .stderr(writer);
-    let seq = next_seq();
-    let record = shared
+    let slot = shared
         .registry
-        .begin(seq)
+        .begin()
         .map_err(|e| format!("exec probe: cannot record the process: {e}"))?;
     // `cmd` (holding our copies of the pipe's write end) is dropped on return, so the
     // reader sees end-of-file once the probe's processes are gone.
-    match spawn::spawn_recorded(&mut cmd, record) {
-        Ok(spawned) => Ok((spawned, reader.into(), seq)),
+    match spawn::spawn_recorded(&mut cmd, &slot.file) {
+        Ok(spawned) => Ok((spawned, reader.into(), slot)),
         Err(e) => {
-            shared.registry.end(seq);
+            shared.registry.end(slot);
             Err(format!(
                 "exec probe: {}",
                 describe_spawn_error(program, None, &e)
@@ -256,7 +256,7 @@ async fn watch_exec(
     job: ExecProbe,
     spawned: Spawned,
     reader: OwnedFd,
-    seq: u64,
+    slot: Slot,
 ) {
     let Spawned {
         mut child,
@@ -297,7 +297,7 @@ async fn watch_exec(
             () = &mut drain, if status.is_some() => break,
         }
     }
-    shared.registry.end(seq);
+    shared.registry.end(slot);
 
     let text = String::from_utf8_lossy(&collected).trim().to_owned();
     let (ok, message) = if timed_out {

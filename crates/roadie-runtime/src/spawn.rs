@@ -18,7 +18,7 @@
 //! 1. `setpgid(0, 0)`: its own process group, so one `killpg` reaches its descendants;
 //! 2. `prctl(PR_SET_PDEATHSIG, SIGKILL)`: dies with the spawner thread;
 //! 3. if `getppid()` is no longer roadie, roadie died before step 2 took effect: `_exit`;
-//! 4. writes `"<pgid> <starttime>\n"` into the registry record the parent opened for it.
+//! 4. writes `"<pgid> <starttime>"` into the registry slot the parent opened for it.
 //!
 //! # Waiting without reaping
 //!
@@ -38,6 +38,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use crate::procfs;
+use crate::registry::RECORD_LEN;
 
 /// Opens a pidfd for `pid` (`pidfd_open(2)`).
 pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
@@ -84,7 +85,7 @@ pub(crate) struct Spawned {
 /// `record` (an empty registry file the caller created) before the child runs any code.
 ///
 /// Must run on the spawner thread (see the module docs).
-pub(crate) fn spawn_recorded(cmd: &mut Command, record: std::fs::File) -> io::Result<Spawned> {
+pub(crate) fn spawn_recorded(cmd: &mut Command, record: &std::fs::File) -> io::Result<Spawned> {
     let parent = nix::unistd::getpid().as_raw();
     let record_fd = record.as_raw_fd();
     // SAFETY: `child_setup` only makes async-signal-safe calls and does not allocate.
@@ -92,7 +93,6 @@ pub(crate) fn spawn_recorded(cmd: &mut Command, record: std::fs::File) -> io::Re
         cmd.pre_exec(move || child_setup(parent, record_fd));
     }
     let child = cmd.spawn()?;
-    drop(record);
     let pid = child.id();
     let pgid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
     let pidfd = match pidfd_open(pgid) {
@@ -134,14 +134,13 @@ fn child_setup(parent: libc::pid_t, record_fd: RawFd) -> io::Result<()> {
         }
         let pid = libc::getpid();
         let start = self_start_time_raw()?;
-        let mut buf = [0u8; 48];
-        let mut len = write_decimal(&mut buf, 0, u64::try_from(pid).unwrap_or(0));
-        buf[len] = b' ';
-        len = write_decimal(&mut buf, len + 1, start);
-        buf[len] = b'\n';
-        len += 1;
-        let written = libc::pwrite(record_fd, buf.as_ptr().cast(), len, 0);
-        if usize::try_from(written).ok() != Some(len) {
+        // Always a whole record: a shorter write could leave digits of an older one behind.
+        let mut buf = [b' '; RECORD_LEN];
+        let len = write_decimal(&mut buf, 0, u64::try_from(pid).unwrap_or(0));
+        write_decimal(&mut buf, len + 1, start);
+        buf[RECORD_LEN - 1] = b'\n';
+        let written = libc::pwrite(record_fd, buf.as_ptr().cast(), RECORD_LEN, 0);
+        if usize::try_from(written).ok() != Some(RECORD_LEN) {
             return Err(io::Error::last_os_error());
         }
     }

@@ -302,15 +302,6 @@ async fn exec_probes() {
 
     // Exec probes leave nothing behind, not even the timed-out one's background sleep.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let records = std::fs::read_dir(h.rt.registry_dir())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "group")
-        })
-        .count();
+    let records = common::live_records(h.rt.registry_dir()).len();
     assert_eq!(records, 0);
 }

@@ -329,11 +329,7 @@ async fn start_failures_are_clear() {
 
     assert_eq!(h.rt.live_steps(), 0);
     // Nothing is left in the registry.
-    let left: Vec<_> = std::fs::read_dir(h.rt.registry_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(left, ["boot_id"]);
+    assert!(common::live_records(h.rt.registry_dir()).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,12 +348,7 @@ async fn registry_records_live_groups_only() {
     let mut h = Harness::new();
     h.rt.start(h.launch("recorded", &["sleep", "1000"]));
     let pid = h.started("recorded").await;
-    let records: Vec<String> = std::fs::read_dir(h.rt.registry_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "group"))
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .collect();
+    let records = common::live_records(h.rt.registry_dir());
     assert_eq!(records.len(), 1);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat
@@ -367,7 +358,7 @@ async fn registry_records_live_groups_only() {
         .split_whitespace()
         .collect();
     // Record: "<pgid> <leader start time>", pgid == pid (own group).
-    assert_eq!(records[0], format!("{pid} {}\n", fields[19]));
+    assert_eq!(records[0], format!("{pid} {}", fields[19]));
     assert_eq!(
         fields[2],
         pid.to_string(),
@@ -376,16 +367,7 @@ async fn registry_records_live_groups_only() {
 
     h.rt.signal("recorded", Signal::Kill);
     h.exited("recorded").await;
-    let left = std::fs::read_dir(h.rt.registry_dir())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "group")
-        })
-        .count();
+    let left = common::live_records(h.rt.registry_dir()).len();
     assert_eq!(left, 0);
 }
 

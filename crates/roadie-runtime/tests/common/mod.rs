@@ -139,3 +139,14 @@ pub fn start_time(pid: u32) -> u64 {
         .collect();
     fields[19].parse().unwrap()
 }
+
+/// The group records in a registry directory, trimmed; blank (free) slots are left out.
+pub fn live_records(registry: &Path) -> Vec<String> {
+    std::fs::read_dir(registry)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "group"))
+        .map(|p| std::fs::read_to_string(p).unwrap().trim().to_owned())
+        .filter(|text| !text.is_empty())
+        .collect()
+}
