@@ -1879,7 +1879,12 @@ impl WorkflowRun {
                         continue;
                     }
                 }
-                let ok = deps.eval(&|t, cond| self.depend_check(names.get(t), cond));
+                let ok = deps.eval_with(&|t, cond| self.depend_check(names.get(t), cond), &|t| {
+                    by_name
+                        .get(t)
+                        .and_then(|x| x.continue_on)
+                        .unwrap_or_default()
+                });
                 progressed = true;
                 if !ok {
                     self.skipped_node(
@@ -2543,9 +2548,9 @@ fn expand_step(
     let items: Vec<serde_json::Value> = if let Some(items) = &step.with_items {
         items.clone()
     } else if let Some(param) = &step.with_param {
-        let text = roadie_expr::substitute(param, scope, Unresolved::Error)
-            .map_err(|e| format!("withParam: {e}"))?;
-        roadie_expr::parse_items(&text).map_err(|e| format!("withParam: {e}"))?
+        let text =
+            roadie_expr::substitute(param, scope, Unresolved::Error).map_err(|e| e.to_string())?;
+        roadie_expr::parse_items(&text).map_err(|e| e.to_string())?
     } else if let Some(seq) = &step.with_sequence {
         let mut seq = seq.clone();
         for f in [&mut seq.count, &mut seq.start, &mut seq.end]
@@ -2554,10 +2559,10 @@ fn expand_step(
         {
             if let roadie_spec::IntOrString::Str(s) = f {
                 *s = roadie_expr::substitute(s, scope, Unresolved::Error)
-                    .map_err(|e| format!("withSequence: {e}"))?;
+                    .map_err(|e| e.to_string())?;
             }
         }
-        let list = roadie_expr::expand_sequence(&seq).map_err(|e| format!("withSequence: {e}"))?;
+        let list = roadie_expr::expand_sequence(&seq).map_err(|e| e.to_string())?;
         list.into_iter().map(serde_json::Value::String).collect()
     } else {
         return Ok(vec![(step.name.clone(), None)]);
@@ -2567,7 +2572,7 @@ fn expand_step(
         .enumerate()
         .map(|(i, item)| {
             (
-                format!("{}({i}:{})", step.name, roadie_expr::item_to_string(&item)),
+                format!("{}({i}:{})", step.name, roadie_expr::item_label(&item)),
                 Some(item),
             )
         })

@@ -810,11 +810,11 @@ spec:
     let mut s = Sim::new(yaml);
     assert_eq!(
         s.launched_names(),
-        vec![r#"wf[0].gen(0:{"n":1})"#, r#"wf[0].gen(1:{"n":2})"#]
+        vec!["wf[0].gen(0:n:1)", "wf[0].gen(1:n:2)"]
     );
     assert_eq!(s.launched[1].argv, vec!["echo", "2"]);
-    s.run_step("gen(0:{\"n\":1})", 0, "a");
-    s.run_step("gen(1:{\"n\":2})", 0, "b");
+    s.run_step("gen(0:n:1)", 0, "a");
+    s.run_step("gen(1:n:2)", 0, "b");
     assert_eq!(s.launched_names(), vec!["wf[1].seq(0:5)", "wf[1].seq(1:6)"]);
     s.run_step("seq(0:5)", 0, "");
     s.run_step("seq(1:6)", 0, "");

@@ -62,7 +62,10 @@ pub enum WorkflowPhase {
 
 impl WorkflowPhase {
     pub fn is_completed(self) -> bool {
-        matches!(self, WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Error)
+        matches!(
+            self,
+            WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Error
+        )
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -107,7 +110,11 @@ pub struct NodeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_name: Option<String>,
     pub phase: NodePhase,
-    #[serde(default, rename = "boundaryID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "boundaryID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub boundary_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
