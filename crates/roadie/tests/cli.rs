@@ -159,6 +159,7 @@ fn name_flag_names_the_run_and_names_are_unique() {
     assert_eq!(wf["metadata"]["name"], "my-run");
     assert_eq!(phase(&wf), "Succeeded");
     assert_all_nodes_completed(&wf);
+    assert_times_nest(&wf);
 
     // Without --name: generateName plus a suffix.
     let generated = env.roadie(&["run", &fixture("hello.yaml"), "-o", "name"]);
@@ -343,6 +344,7 @@ fn stop_by_signal(sig: &str) {
         describe_nodes(&wf)
     );
     assert_all_nodes_completed(&wf);
+    assert_times_nest(&wf);
 }
 
 /// A step that ignores SIGTERM keeps a stopping workflow waiting for its
@@ -400,6 +402,7 @@ fn second_sigint_kills_steps_that_ignore_sigterm() {
     let wf = env.get_json("stubborn");
     assert_eq!(phase(&wf), "Failed", "{}", describe_nodes(&wf));
     assert_all_nodes_completed(&wf);
+    assert_times_nest(&wf);
 }
 
 /// `roadie logs --follow` prints lines as they come and ends with the workflow.

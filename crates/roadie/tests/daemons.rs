@@ -26,6 +26,7 @@ fn readiness_gates_the_next_step_and_the_address_reaches_it() {
     out.expect_code(0);
     assert_eq!(phase(&wf), "Succeeded", "{}", describe_nodes(&wf));
     assert_all_nodes_completed(&wf);
+    assert_times_nest(&wf);
 
     // The client started after the server listened (both wrote time.time()).
     let read_time = |f: &str| -> f64 {
@@ -79,6 +80,7 @@ fn nested_daemon_is_torn_down_before_the_next_outer_step() {
     out.expect_code(0);
     assert_eq!(phase(&wf), "Succeeded", "{}", describe_nodes(&wf));
     assert_all_nodes_completed(&wf);
+    assert_times_nest(&wf);
 
     let use_log = env.node_log("nested", "use");
     assert!(use_log.contains("alive while in scope"), "{use_log}");
@@ -123,6 +125,7 @@ fn daemon_ignoring_sigterm_is_killed_after_its_grace_period() {
     out.expect_code(0);
     assert_eq!(phase(&wf), "Succeeded", "{}", describe_nodes(&wf));
     assert_all_nodes_completed(&wf);
+    assert_times_nest(&wf);
 
     let stubborn = node(&wf, "stubborn");
     let work = node(&wf, "work");
@@ -165,6 +168,7 @@ fn crashing_daemon_is_retried_while_its_dependent_keeps_running() {
     out.expect_code(0);
     assert_eq!(phase(&wf), "Succeeded", "{}", describe_nodes(&wf));
     assert_all_nodes_completed(&wf);
+    assert_times_nest(&wf);
 
     let first = node(&wf, "flaky(0)");
     let second = node(&wf, "flaky(1)");
@@ -210,6 +214,7 @@ fn workflow_fails_when_daemon_retries_run_out() {
     out.expect_code(1);
     assert_eq!(phase(&wf), "Failed", "{}", describe_nodes(&wf));
     assert_all_nodes_completed(&wf);
+    assert_times_nest(&wf);
 
     assert_eq!(node(&wf, "broken(0)")["phase"], "Failed");
     assert_eq!(node(&wf, "broken(1)")["phase"], "Failed");
@@ -344,4 +349,40 @@ fn killed_run_is_not_left_running_for_ever() {
         describe_nodes(&wf)
     );
     env.roadie(&["delete", "orphaned"]).expect_code(0);
+}
+
+/// The DAG form: `dependencies: [server]` and `depends: server.Daemoned` are
+/// satisfied once the daemon serves, `{{tasks.server.ip}}` reaches it, and
+/// the first DAG's daemon is gone before the second binds the same port.
+#[test]
+fn dag_daemons_are_fulfilled_when_ready_and_scoped_to_their_dag() {
+    let env = Env::new();
+    let port = free_port().to_string();
+    let (out, wf) = env.run_json(
+        &fixture("dag-daemon.yaml"),
+        "dag",
+        &["-p", &format!("port={port}")],
+    );
+    out.expect_code(0);
+    assert_eq!(phase(&wf), "Succeeded", "{}", describe_nodes(&wf));
+    assert_all_nodes_completed(&wf);
+    assert_times_nest(&wf);
+
+    let logs = env.roadie(&["logs", "dag", "--node", "client"]);
+    logs.expect_code(0);
+    assert_eq!(
+        logs.stdout.matches("got: hello from the daemon").count(),
+        2,
+        "both clients reach their daemon: {}",
+        logs.stdout
+    );
+    let servers: Vec<_> = nodes(&wf)
+        .into_iter()
+        .filter(|n| n["displayName"] == "server")
+        .collect();
+    assert_eq!(servers.len(), 2);
+    for s in servers {
+        assert_eq!(s["phase"], "Succeeded", "{}", describe_nodes(&wf));
+        assert!(s["podIP"].is_string(), "{}", describe_nodes(&wf));
+    }
 }

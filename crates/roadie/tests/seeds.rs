@@ -76,6 +76,7 @@ fn seed_influx_daemon_step() {
     out.expect_code(0);
     assert_eq!(phase(&wf), "Succeeded", "{}", describe_nodes(&wf));
     assert_all_nodes_completed(&wf);
+    assert_times_nest(&wf);
     for step in [
         "init-database",
         "producer-1",
@@ -189,6 +190,7 @@ fn seed_redis_daemon() {
     let wf = env.get_json("daemon-workflow");
     assert_eq!(phase(&wf), "Succeeded", "{}", describe_nodes(&wf));
     assert_all_nodes_completed(&wf);
+    assert_times_nest(&wf);
 
     let tests = node(&wf, "run-tests");
     let db = node(&wf, "start-database");

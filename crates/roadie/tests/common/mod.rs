@@ -388,6 +388,52 @@ pub fn assert_all_nodes_completed(wf: &Value) {
     }
 }
 
+/// Every node lies within the time of the steps/DAG node that lists it (its
+/// `boundaryID`), and the workflow ends after all of its nodes: a template is
+/// not done while something it started still runs.
+#[track_caller]
+pub fn assert_times_nest(wf: &Value) {
+    let all = &wf["status"]["nodes"];
+    let wf_end = wf["status"]["finishedAt"]
+        .as_str()
+        .map(|_| time(&wf["status"], "finishedAt"));
+    for n in nodes(wf) {
+        if n["finishedAt"].is_string() {
+            if let Some(end) = wf_end {
+                assert!(
+                    time(n, "finishedAt") <= end,
+                    "node {} finished after the workflow: {}",
+                    n["displayName"],
+                    describe_nodes(wf)
+                );
+            }
+        }
+        let Some(boundary) = n["boundaryID"].as_str() else {
+            continue;
+        };
+        let b = &all[boundary];
+        assert!(b.is_object(), "boundaryID {boundary} is not a node");
+        if n["startedAt"].is_string() && b["startedAt"].is_string() {
+            assert!(
+                time(n, "startedAt") >= time(b, "startedAt"),
+                "node {} started before its template {}: {}",
+                n["displayName"],
+                b["displayName"],
+                describe_nodes(wf)
+            );
+        }
+        if n["finishedAt"].is_string() && b["finishedAt"].is_string() {
+            assert!(
+                time(n, "finishedAt") <= time(b, "finishedAt"),
+                "node {} finished after its template {} had ended: {}",
+                n["displayName"],
+                b["displayName"],
+                describe_nodes(wf)
+            );
+        }
+    }
+}
+
 // ----- processes -------------------------------------------------------------
 
 /// A string no other process on the machine has in its command line: a
