@@ -70,6 +70,9 @@ pub(crate) struct Shared {
     steps: Mutex<Steps>,
     /// The number of live steps, for [`HostRuntime::shutdown`] to wait on.
     live: watch::Sender<usize>,
+    /// Whether to wait on pidfds; off only to test the `waitid` fallback of old kernels
+    /// (environment variable `ROADIE_RUNTIME_DISABLE_PIDFD=1`).
+    pub(crate) use_pidfd: bool,
 }
 
 #[derive(Default)]
@@ -160,6 +163,7 @@ impl HostRuntime {
             handle,
             steps: Mutex::new(Steps::default()),
             live,
+            use_pidfd: std::env::var_os("ROADIE_RUNTIME_DISABLE_PIDFD").is_none_or(|v| v != "1"),
         });
         let (jobs, queue) = mpsc::channel();
         let thread_shared = Arc::clone(&shared);
@@ -397,7 +401,7 @@ fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<StepRun, Str
             return Err(format!("cannot record the step in {}: {e}", dir.display()));
         }
     };
-    match spawn::spawn_recorded(&mut cmd, &slot.file) {
+    match spawn::spawn_recorded(&mut cmd, &slot.file, shared.use_pidfd) {
         Ok(spawned) => Ok(StepRun {
             key,
             slot,
@@ -474,6 +478,7 @@ async fn supervise(shared: Arc<Shared>, run: StepRun) {
     let drain = tokio::time::sleep(DRAIN_AFTER_EXIT);
     tokio::pin!(drain);
     let mut status: Option<io::Result<ExitStatus>> = None;
+    let mut holders_killed = false;
 
     while status.is_none() || stdout.is_some() || stderr.is_some() {
         tokio::select! {
@@ -504,12 +509,17 @@ async fn supervise(shared: Arc<Shared>, run: StepRun) {
                 drain.as_mut().reset(Instant::now() + DRAIN_AFTER_EXIT);
             }
             () = &mut drain, if status.is_some() => {
-                tracing::warn!(
-                    key,
-                    "a process outside the step's group still holds its output open; \
-                     not waiting for it"
-                );
-                break;
+                if holders_killed {
+                    tracing::warn!(key, "the step's output is still open; not waiting for it");
+                    break;
+                }
+                // Someone left the group (setsid) but still holds the output: a descendant
+                // of the step. In a pod it would die with the container; here too.
+                holders_killed = true;
+                let killed = kill_pipe_holders([stdout.as_ref(), stderr.as_ref()]).await;
+                tracing::warn!(key, ?killed, "killed processes that left the step's process \
+                    group but kept its output open");
+                drain.as_mut().reset(Instant::now() + DRAIN_AFTER_EXIT);
             }
         }
     }
@@ -540,6 +550,29 @@ async fn supervise(shared: Arc<Shared>, run: StepRun) {
             exit,
         },
     );
+}
+
+/// SIGKILLs every process outside roadie that holds one of these pipes open; returns the
+/// pids. The `/proc` scan runs on the blocking pool (it only reads, never forks).
+pub(crate) async fn kill_pipe_holders(pipes: [Option<&pipe::Receiver>; 2]) -> Vec<u32> {
+    let inodes: Vec<u64> = pipes
+        .into_iter()
+        .flatten()
+        .filter_map(|p| nix::sys::stat::fstat(p).ok())
+        .map(|st| st.st_ino)
+        .collect();
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    tokio::task::spawn_blocking(move || {
+        crate::procfs::pipe_holders(&inodes)
+            .into_iter()
+            .filter(|(pid, start)| spawn::kill_verified(*pid, *start))
+            .map(|(pid, _)| pid)
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
 }
 
 pub(crate) fn into_receiver(fd: OwnedFd) -> Option<pipe::Receiver> {

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::RuntimeEvent;
-use crate::host::{Shared, describe_status, into_receiver, read_chunk};
+use crate::host::{Shared, describe_status, into_receiver, kill_pipe_holders, read_chunk};
 use crate::registry::Slot;
 use crate::spawn::{self, Spawned, describe_spawn_error, kill_group};
 
@@ -239,7 +239,7 @@ fn spawn_exec(shared: &Shared, argv: &[String]) -> Result<(Spawned, OwnedFd, Slo
         .map_err(|e| format!("exec probe: cannot record the process: {e}"))?;
     // `cmd` (holding our copies of the pipe's write end) is dropped on return, so the
     // reader sees end-of-file once the probe's processes are gone.
-    match spawn::spawn_recorded(&mut cmd, &slot.file) {
+    match spawn::spawn_recorded(&mut cmd, &slot.file, shared.use_pidfd) {
         Ok(spawned) => Ok((spawned, reader.into(), slot)),
         Err(e) => {
             shared.registry.end(slot);
@@ -294,7 +294,12 @@ async fn watch_exec(
                 timed_out = true;
                 kill_group(pgid, nix::sys::signal::Signal::SIGKILL);
             }
-            () = &mut drain, if status.is_some() => break,
+            () = &mut drain, if status.is_some() => {
+                let killed = kill_pipe_holders([output.as_ref(), None]).await;
+                tracing::warn!(key = job.key, ?killed, "killed processes that left an exec \
+                    probe's process group but kept its output open");
+                break;
+            }
         }
     }
     shared.registry.end(slot);

@@ -110,6 +110,33 @@ pub(crate) fn all_pids() -> io::Result<Vec<u32>> {
     Ok(pids)
 }
 
+/// Processes (other than this one) holding an open descriptor to one of the pipes with the
+/// given inode numbers, with their start times. Reads every `/proc/PID/fd`: slow, only for
+/// the rare step whose descendants escaped its process group.
+pub(crate) fn pipe_holders(inodes: &[u64]) -> Vec<(u32, u64)> {
+    let targets: Vec<String> = inodes.iter().map(|i| format!("pipe:[{i}]")).collect();
+    let me = std::process::id();
+    let mut holders = Vec::new();
+    for pid in all_pids().unwrap_or_default() {
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .ok()
+                .and_then(|target| target.to_str().map(|t| targets.iter().any(|x| x == t)))
+                .unwrap_or(false)
+        });
+        if holds && let Ok(Some(stat)) = read_stat(pid) {
+            holders.push((pid, stat.start_time));
+        }
+    }
+    holders
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -372,41 +372,13 @@ fn kill_recorded_groups(groups: &[RecordedGroup]) -> Result<Vec<u32>, RuntimeErr
             if stat.pgid == group.pgid
                 && stat.start_time >= group.leader_start
                 && *pid != me
-                && kill_if_same(*pid, stat.start_time)
+                && crate::spawn::kill_verified(*pid, stat.start_time)
             {
                 killed.push(*pid);
             }
         }
     }
     Ok(killed)
-}
-
-/// SIGKILLs `pid` if it is still the process that started at `start_time`.
-fn kill_if_same(pid: u32, start_time: u64) -> bool {
-    let Ok(raw_pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    match crate::spawn::pidfd_open(raw_pid) {
-        Ok(pidfd) => {
-            // The pidfd pins the identity: check the start time now, then signal through it.
-            if !matches!(procfs::read_stat(pid), Ok(Some(s)) if s.start_time == start_time) {
-                return false;
-            }
-            crate::spawn::pidfd_kill(&pidfd).is_ok()
-        }
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => false,
-        Err(_) => {
-            // No pidfd support (Linux < 5.3): a re-check narrows the race as far as possible.
-            if !matches!(procfs::read_stat(pid), Ok(Some(s)) if s.start_time == start_time) {
-                return false;
-            }
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(raw_pid),
-                nix::sys::signal::Signal::SIGKILL,
-            )
-            .is_ok()
-        }
-    }
 }
 
 #[cfg(test)]

@@ -71,6 +71,34 @@ pub(crate) fn pidfd_kill(pidfd: &OwnedFd) -> io::Result<()> {
     }
 }
 
+/// SIGKILLs `pid` if it is still the process that started at `start_time`.
+pub(crate) fn kill_verified(pid: u32, start_time: u64) -> bool {
+    let Ok(raw_pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    match pidfd_open(raw_pid) {
+        Ok(pidfd) => {
+            // The pidfd pins the identity: check the start time now, then signal through it.
+            if !matches!(procfs::read_stat(pid), Ok(Some(s)) if s.start_time == start_time) {
+                return false;
+            }
+            pidfd_kill(&pidfd).is_ok()
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => false,
+        Err(_) => {
+            // No pidfd support (Linux < 5.3): a re-check narrows the race as far as possible.
+            if !matches!(procfs::read_stat(pid), Ok(Some(s)) if s.start_time == start_time) {
+                return false;
+            }
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(raw_pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
+        }
+    }
+}
+
 /// A process that has been started and recorded in the registry.
 pub(crate) struct Spawned {
     pub child: Child,
@@ -85,7 +113,11 @@ pub(crate) struct Spawned {
 /// `record` (an empty registry file the caller created) before the child runs any code.
 ///
 /// Must run on the spawner thread (see the module docs).
-pub(crate) fn spawn_recorded(cmd: &mut Command, record: &std::fs::File) -> io::Result<Spawned> {
+pub(crate) fn spawn_recorded(
+    cmd: &mut Command,
+    record: &std::fs::File,
+    use_pidfd: bool,
+) -> io::Result<Spawned> {
     let parent = nix::unistd::getpid().as_raw();
     let record_fd = record.as_raw_fd();
     // SAFETY: `child_setup` only makes async-signal-safe calls and does not allocate.
@@ -95,9 +127,10 @@ pub(crate) fn spawn_recorded(cmd: &mut Command, record: &std::fs::File) -> io::R
     let child = cmd.spawn()?;
     let pid = child.id();
     let pgid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
-    let pidfd = match pidfd_open(pgid) {
-        Ok(fd) => Some(fd),
-        Err(e) => {
+    let pidfd = match use_pidfd.then(|| pidfd_open(pgid)) {
+        None => None,
+        Some(Ok(fd)) => Some(fd),
+        Some(Err(e)) => {
             tracing::debug!(error = %e, "pidfd_open failed; falling back to waitid");
             None
         }

@@ -456,3 +456,29 @@ async fn many_steps_in_parallel() {
     }
     assert_eq!(h.rt.live_steps(), 0);
 }
+
+/// A descendant that left the group (setsid) but kept the output pipe would make the step
+/// hang forever; roadie finds it by the pipe it holds and kills it, as a pod's end would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escaped_descendants_holding_the_output_are_killed() {
+    let mut h = Harness::new();
+    let pid_file = h.path("escaped.pid");
+    // The leader waits until the child has really left its group.
+    let script = format!(
+        "setsid sh -c 'echo $$ > \"$0\"; exec sleep 1000' '{f}' &
+         while [ ! -s '{f}' ]; do sleep 0.01; done; echo done",
+        f = pid_file.display()
+    );
+    let exit = h.run(h.launch("escape", &["sh", "-c", &script])).await;
+    assert_eq!(exit.code, Some(0));
+    assert_eq!(exit.stdout, "done");
+    let escaped: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        wait_dead(escaped).await,
+        "escaped process {escaped} survived"
+    );
+}
