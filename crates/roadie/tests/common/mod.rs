@@ -398,15 +398,13 @@ pub fn assert_times_nest(wf: &Value) {
         .as_str()
         .map(|_| time(&wf["status"], "finishedAt"));
     for n in nodes(wf) {
-        if n["finishedAt"].is_string() {
-            if let Some(end) = wf_end {
-                assert!(
-                    time(n, "finishedAt") <= end,
-                    "node {} finished after the workflow: {}",
-                    n["displayName"],
-                    describe_nodes(wf)
-                );
-            }
+        if let (true, Some(end)) = (n["finishedAt"].is_string(), wf_end) {
+            assert!(
+                time(n, "finishedAt") <= end,
+                "node {} finished after the workflow: {}",
+                n["displayName"],
+                describe_nodes(wf)
+            );
         }
         let Some(boundary) = n["boundaryID"].as_str() else {
             continue;
