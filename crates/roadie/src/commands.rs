@@ -25,7 +25,7 @@ pub fn lint(files: &[String]) -> Result<u8> {
                 continue;
             }
         };
-        for d in roadie_spec::lint(&src, file) {
+        for d in crate::lint_file(&src, file) {
             println!("{d}");
             if d.is_error() {
                 problems += 1;

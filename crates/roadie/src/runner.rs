@@ -39,7 +39,7 @@ pub fn run_command(
             return Ok(EXIT_USAGE);
         }
     };
-    let diagnostics = roadie_spec::lint(&src, file);
+    let diagnostics = crate::lint_file(&src, file);
     let mut failed_lint = false;
     for d in &diagnostics {
         eprintln!("{d}");
