@@ -150,12 +150,16 @@ fn apply_signal(state: &mut StepState, signal: Signal) {
 impl HostRuntime {
     /// Creates the runtime: this process's registry directory under
     /// `state_dir/running/` and the spawner thread. Must be called inside a tokio runtime.
+    ///
+    /// Also raises this process's soft limit on open files to the hard limit (steps get
+    /// the original back): each live step holds a few descriptors.
     pub fn new(
         state_dir: &Path,
         events: UnboundedSender<RuntimeEvent>,
     ) -> Result<Self, RuntimeError> {
         let handle = Handle::try_current().map_err(|_| RuntimeError::NoTokioRuntime)?;
         let registry = Registry::open(state_dir)?;
+        spawn::raise_fd_limit();
         let (live, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             events,
@@ -393,7 +397,7 @@ fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<StepRun, Str
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
 
-    let slot = match shared.registry.begin() {
+    let mut slot = match shared.registry.begin() {
         Ok(slot) => slot,
         Err(e) => {
             cleanup_script(&script_path);
@@ -401,7 +405,11 @@ fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<StepRun, Str
             return Err(format!("cannot record the step in {}: {e}", dir.display()));
         }
     };
-    match spawn::spawn_recorded(&mut cmd, &slot.file, shared.use_pidfd) {
+    let spawned = slot
+        .file()
+        .and_then(|record| spawn::spawn_recorded(&mut cmd, record, shared.use_pidfd));
+    slot.close();
+    match spawned {
         Ok(spawned) => Ok(StepRun {
             key,
             slot,

@@ -233,13 +233,17 @@ fn spawn_exec(shared: &Shared, argv: &[String]) -> Result<(Spawned, OwnedFd, Slo
         .stdin(Stdio::null())
         .stdout(writer_copy)
         .stderr(writer);
-    let slot = shared
+    let mut slot = shared
         .registry
         .begin()
         .map_err(|e| format!("exec probe: cannot record the process: {e}"))?;
     // `cmd` (holding our copies of the pipe's write end) is dropped on return, so the
     // reader sees end-of-file once the probe's processes are gone.
-    match spawn::spawn_recorded(&mut cmd, &slot.file, shared.use_pidfd) {
+    let spawned = slot
+        .file()
+        .and_then(|record| spawn::spawn_recorded(&mut cmd, record, shared.use_pidfd));
+    slot.close();
+    match spawned {
         Ok(spawned) => Ok((spawned, reader.into(), slot)),
         Err(e) => {
             shared.registry.end(slot);

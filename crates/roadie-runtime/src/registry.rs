@@ -122,12 +122,22 @@ impl Registry {
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
         match reused {
-            Some((id, Some(file))) => return Ok(Slot { id, file }),
+            Some((id, Some(file))) => {
+                return Ok(Slot {
+                    id,
+                    file: Some(file),
+                });
+            }
             Some((id, None)) => match fs::OpenOptions::new()
                 .write(true)
                 .open(self.record_path(id))
             {
-                Ok(file) => return Ok(Slot { id, file }),
+                Ok(file) => {
+                    return Ok(Slot {
+                        id,
+                        file: Some(file),
+                    });
+                }
                 // Someone removed it: make a new one.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
@@ -145,7 +155,12 @@ impl Registry {
                 other => other,
             };
             match created {
-                Ok(file) => return Ok(Slot { id, file }),
+                Ok(file) => {
+                    return Ok(Slot {
+                        id,
+                        file: Some(file),
+                    });
+                }
                 // Another runtime of this process shares the directory and took that name.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),
@@ -156,15 +171,23 @@ impl Registry {
     /// Blanks a slot (its group is gone) and makes it available again.
     pub(crate) fn end(&self, slot: Slot) {
         let Slot { id, file } = slot;
-        if let Err(e) = file.write_all_at(&BLANK_RECORD, 0) {
-            let path = self.record_path(id);
-            tracing::warn!(path = %path.display(), error = %e, "cannot blank a registry slot");
-            remove_quietly(&path);
-            return;
+        let path = self.record_path(id);
+        let blanked = match file {
+            Some(file) => Ok(file),
+            None => fs::OpenOptions::new().write(true).open(&path),
         }
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        let keep_open = free.len() < MAX_OPEN_FREE_SLOTS;
-        free.push((id, keep_open.then_some(file)));
+        .and_then(|file| file.write_all_at(&BLANK_RECORD, 0).map(|()| file));
+        match blanked {
+            Ok(file) => {
+                let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+                let keep_open = free.len() < MAX_OPEN_FREE_SLOTS;
+                free.push((id, keep_open.then_some(file)));
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot blank a registry slot");
+                remove_quietly(&path);
+            }
+        }
     }
 
     /// This process's registry directory.
@@ -177,7 +200,23 @@ impl Registry {
 #[derive(Debug)]
 pub(crate) struct Slot {
     id: u64,
-    pub(crate) file: fs::File,
+    /// Open until the child has written the record; then closed, so that a live step
+    /// does not hold a descriptor for it (it is reopened by name to be blanked).
+    file: Option<fs::File>,
+}
+
+impl Slot {
+    /// The open record file, for the child to write into.
+    pub(crate) fn file(&self) -> io::Result<&fs::File> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("registry slot already closed"))
+    }
+
+    /// Closes the descriptor once the child has recorded itself.
+    pub(crate) fn close(&mut self) {
+        self.file = None;
+    }
 }
 
 fn create_slot(path: &Path) -> io::Result<fs::File> {

@@ -18,7 +18,8 @@
 //! 1. `setpgid(0, 0)`: its own process group, so one `killpg` reaches its descendants;
 //! 2. `prctl(PR_SET_PDEATHSIG, SIGKILL)`: dies with the spawner thread;
 //! 3. if `getppid()` is no longer roadie, roadie died before step 2 took effect: `_exit`;
-//! 4. writes `"<pgid> <starttime>"` into the registry slot the parent opened for it.
+//! 4. gets back the open-file soft limit roadie had before it raised it;
+//! 5. writes `"<pgid> <starttime>"` into the registry slot the parent opened for it.
 //!
 //! # Waiting without reaping
 //!
@@ -33,12 +34,52 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
+use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use crate::procfs;
 use crate::registry::RECORD_LEN;
+
+/// The soft `RLIMIT_NOFILE` the process had before [`raise_fd_limit`]; `u64::MAX` when
+/// it was not changed. Children get it back (see [`child_setup`]).
+static ORIGINAL_FD_SOFT_LIMIT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Raises the soft limit on open files to the hard limit, once per process.
+///
+/// Every live step holds about four descriptors (two pipes, a pidfd, its log), so the
+/// common default soft limit of 1024 would cap roadie at a few hundred parallel steps.
+/// Children get the original soft limit back, as Go does, so that programs using
+/// `select(2)` are not handed descriptors they cannot watch.
+pub(crate) fn raise_fd_limit() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0
+                || limit.rlim_cur >= limit.rlim_max
+            {
+                return;
+            }
+            let original = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                ORIGINAL_FD_SOFT_LIMIT.store(original, Ordering::Relaxed);
+                tracing::debug!(
+                    from = original,
+                    to = limit.rlim_max,
+                    "raised the open-file limit"
+                );
+            }
+        }
+    });
+}
 
 /// Opens a pidfd for `pid` (`pidfd_open(2)`).
 pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
@@ -145,8 +186,9 @@ pub(crate) fn spawn_recorded(
 
 /// Runs in the child between `fork` and `exec`. See the module docs for the steps.
 fn child_setup(parent: libc::pid_t, record_fd: RawFd) -> io::Result<()> {
-    // SAFETY (whole function): setpgid, prctl, getppid, _exit, getpid, open, read, pwrite
-    // and close are async-signal-safe; all buffers live on the stack.
+    // SAFETY (whole function): setpgid, prctl, getppid, _exit, getrlimit, setrlimit, getpid,
+    // open, read, pwrite and close are async-signal-safe; all buffers live on the stack, and
+    // an atomic load is a plain memory read.
     unsafe {
         if libc::setpgid(0, 0) != 0 {
             return Err(io::Error::last_os_error());
@@ -164,6 +206,18 @@ fn child_setup(parent: libc::pid_t, record_fd: RawFd) -> io::Result<()> {
         if libc::getppid() != parent {
             // roadie died between fork and prctl: the signal will never come. Leave now.
             libc::_exit(127);
+        }
+        let original = ORIGINAL_FD_SOFT_LIMIT.load(Ordering::Relaxed);
+        if original != u64::MAX {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+                limit.rlim_cur = original;
+                // Best effort: a step with the higher limit still works.
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
         }
         let pid = libc::getpid();
         let start = self_start_time_raw()?;
