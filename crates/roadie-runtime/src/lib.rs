@@ -18,6 +18,13 @@
 //! See `spawn.rs` for the threading rule that makes the death signal reliable.
 //!
 //! This crate does not know about the engine's node tree, the store, or containers.
+//!
+//! Modules: `host` (the [`HostRuntime`], one supervising task per step, log capture),
+//! `spawn` (fork/exec rules, the spawner thread, exit notification), `registry` (the
+//! on-disk record of live groups, [`reap_leftovers`]), `probe` (single probe attempts),
+//! `procfs` (the little that is read from `/proc`).
+
+#![warn(missing_docs)]
 
 mod host;
 mod probe;
@@ -78,15 +85,33 @@ impl Signal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimeEvent {
     /// The process runs (its code may already have started).
-    Started { key: String, pid: u32 },
-    /// The process could not be started, e.g. `"influxd: command not found in PATH"`.
-    StartFailed { key: String, message: String },
+    Started {
+        /// The launch's key.
+        key: String,
+        /// The leader's pid, which is also the group id.
+        pid: u32,
+    },
+    /// The process could not be started.
+    StartFailed {
+        /// The launch's key.
+        key: String,
+        /// For people, e.g. `"influxd: command not found in PATH"`.
+        message: String,
+    },
     /// The leader exited, the rest of its group was killed and its output drained.
-    Exited { key: String, exit: ExitInfo },
+    Exited {
+        /// The launch's key.
+        key: String,
+        /// How it ended, its stdout and output parameters.
+        exit: ExitInfo,
+    },
     /// The outcome of one [`HostRuntime::probe`] attempt.
     ProbeResult {
+        /// The key given to [`HostRuntime::probe`].
         key: String,
+        /// Whether the attempt succeeded.
         ok: bool,
+        /// For people: what was tried and what happened.
         message: String,
     },
 }
@@ -117,15 +142,21 @@ impl ExitInfo {
 /// Failures of the runtime itself (not of a step: those are events).
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// A file of the runtime's own could not be read or written.
     #[error("{action} {}: {source}", path.display())]
     Io {
+        /// What was being done, e.g. `"cannot create the process registry directory"`.
         action: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// [`HostRuntime::new`] was called outside a tokio runtime.
     #[error("the host runtime must be created inside a tokio runtime")]
     NoTokioRuntime,
+    /// The OS refused a thread.
     #[error("cannot start the process-spawner thread: {0}")]
     SpawnerThread(#[source] std::io::Error),
 }
