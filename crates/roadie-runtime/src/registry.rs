@@ -40,7 +40,7 @@ use crate::procfs::{self, Stat};
 const RUNNING_DIR: &str = "running";
 const BOOT_ID_FILE: &str = "boot_id";
 const RECORD_SUFFIX: &str = ".group";
-/// The size of every record write. Enough for "<i32> <u64>" with room to spare.
+/// The size of every record write. Enough for `"<i32> <u64>"` with room to spare.
 pub(crate) const RECORD_LEN: usize = 64;
 /// What a free slot holds.
 const BLANK_RECORD: [u8; RECORD_LEN] = {
