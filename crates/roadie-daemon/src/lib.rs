@@ -1,0 +1,9 @@
+//! Layer `daemon`: the driver loop that runs workflows with the engine, the
+//! runtime and the store; the workers that take workflows from the durable
+//! queue; the supervisor that keeps N workers alive; and `DaemonClient`, the
+//! API the CLI uses to start, stop and query the daemon.
+//!
+//! This crate does not parse command lines or draw trees (the `roadie`
+//! binary does) and holds no scheduling rule (the engine does).
+
+pub mod worker;
