@@ -92,6 +92,8 @@ fn http_probe(port: u16, path: &str) -> Probe {
             port: IntOrString::Int(i64::from(port)),
             ..HttpGetAction::default()
         }),
+        // Generous: a loaded test machine must not turn a success into a timeout.
+        timeout_seconds: Some(10),
         ..Probe::default()
     }
 }
@@ -99,6 +101,8 @@ fn http_probe(port: u16, path: &str) -> Probe {
 fn tcp_probe(port: IntOrString) -> Probe {
     Probe {
         tcp_socket: Some(TcpSocketAction { port, host: None }),
+        // Generous: a loaded test machine must not turn a success into a timeout.
+        timeout_seconds: Some(10),
         ..Probe::default()
     }
 }
@@ -108,6 +112,8 @@ fn exec_probe(command: &[&str]) -> Probe {
         exec: Some(ExecAction {
             command: command.iter().map(|s| s.to_string()).collect(),
         }),
+        // Generous: a loaded test machine must not turn a success into a timeout.
+        timeout_seconds: Some(10),
         ..Probe::default()
     }
 }
