@@ -208,6 +208,12 @@ impl WorkflowRun {
     /// Validates the workflow and starts it: the entrypoint's first steps are
     /// ready in `poll_action` when this returns.
     pub fn new(wf: Workflow, opts: RunOptions, now: Time) -> Result<Self, EngineError> {
+        let mut run = WorkflowRun::new_inner(wf, opts, now)?;
+        run.reconcile(now);
+        Ok(run)
+    }
+
+    fn new_inner(wf: Workflow, opts: RunOptions, now: Time) -> Result<Self, EngineError> {
         let name = opts
             .name
             .clone()
@@ -318,8 +324,113 @@ impl WorkflowRun {
             workflow_changed: true,
         };
         run.workflow_params = params;
+        Ok(run)
+    }
+
+    /// Continues a run from its stored status after the process driving it
+    /// died (a worker crash, a machine restart). Finished nodes stay as they
+    /// are. Host steps that were running died with their driver: they are run
+    /// again under the same node (an engine fault, not counted against the
+    /// user's retryStrategy). Daemons are started again where their scope
+    /// still needs them, and the steps after them wait for readiness again.
+    pub fn resume(
+        wf: Workflow,
+        opts: RunOptions,
+        stored: WorkflowStatus,
+        now: Time,
+    ) -> Result<Self, EngineError> {
+        let mut run = WorkflowRun::new_inner(wf, opts, now)?;
+        run.status = stored;
+        if run.status.phase.is_completed() {
+            return Ok(run);
+        }
+        run.status.phase = WorkflowPhase::Running;
+        let started = run.status.started_at.unwrap_or(now);
+        run.deadline = run
+            .wf
+            .spec
+            .active_deadline_seconds
+            .as_ref()
+            .and_then(|d| d.as_int())
+            .map(|s| started + Duration::seconds(s));
+        let lost: Vec<NodeStatus> = run
+            .status
+            .nodes
+            .values()
+            .filter(|n| n.node_type == NodeType::Pod && !n.phase.is_completed())
+            .cloned()
+            .collect();
+        for pod in lost {
+            let daemon = pod.daemoned == Some(true)
+                || run
+                    .templates
+                    .get(pod.template_name.as_deref().unwrap_or(""))
+                    .is_some_and(|t| t.is_daemon());
+            let scope_done = pod
+                .boundary_id
+                .as_deref()
+                .is_some_and(|b| run.steps_body_done(b));
+            if daemon && scope_done {
+                // It was being torn down: its scope no longer needs it.
+                run.finish_node(
+                    &pod.id,
+                    NodePhase::Succeeded,
+                    Some("daemon torn down (its driver stopped)".into()),
+                    now,
+                );
+                continue;
+            }
+            // Forget the node: the walk creates it again, with the same ID.
+            run.status.nodes.remove(&pod.id);
+            run.changed.insert(pod.id.clone());
+            for n in run.status.nodes.values_mut() {
+                if let Some(i) = n.children.iter().position(|c| c == &pod.id) {
+                    n.children.remove(i);
+                    run.changed.insert(n.id.clone());
+                    // A group that was fulfilled by this daemon waits for it again.
+                    if daemon && n.node_type == NodeType::StepGroup && n.phase.is_completed() {
+                        n.phase = NodePhase::Running;
+                        n.finished_at = None;
+                    }
+                    if n.node_type == NodeType::Retry && n.daemoned == Some(true) {
+                        n.daemoned = None;
+                        n.pod_ip = None;
+                    }
+                }
+            }
+        }
+        run.workflow_changed = true;
         run.reconcile(now);
         Ok(run)
+    }
+
+    /// Whether every step group of the steps node `id` has run (its body is done).
+    fn steps_body_done(&self, id: &str) -> bool {
+        let Some(node) = self.status.nodes.get(id) else {
+            return false;
+        };
+        if node.node_type != NodeType::Steps {
+            return false;
+        }
+        let Some(call_tmpl) = node
+            .template_name
+            .as_deref()
+            .and_then(|t| self.templates.get(t))
+        else {
+            return false;
+        };
+        let groups = call_tmpl.steps.as_ref().map_or(0, Vec::len);
+        let done = node
+            .children
+            .iter()
+            .filter(|c| {
+                self.status
+                    .nodes
+                    .get(*c)
+                    .is_some_and(|g| g.phase.is_completed())
+            })
+            .count();
+        groups > 0 && done == groups
     }
 
     /// The workflow's name (`metadata.name` or the one the driver chose).
@@ -390,7 +501,7 @@ impl WorkflowRun {
     }
 
     /// Resume suspended nodes (all of them when `node` is None).
-    pub fn resume(&mut self, now: Time, node: Option<&str>) {
+    pub fn resume_suspended(&mut self, now: Time, node: Option<&str>) {
         let ids: Vec<String> = self
             .status
             .nodes
@@ -722,14 +833,15 @@ impl WorkflowRun {
             message = root.and_then(|n| n.message.clone());
         }
         let exit_id = node_id(&self.name, &format!("{}.onExit", self.name));
-        if let Some(exit) = self.status.nodes.get(&exit_id) {
-            if !exit.phase.is_success() && phase == WorkflowPhase::Succeeded {
-                phase = WorkflowPhase::Failed;
-                message = Some(format!(
-                    "exit handler failed: {}",
-                    exit.message.clone().unwrap_or_default()
-                ));
-            }
+        if let Some(exit) = self.status.nodes.get(&exit_id)
+            && !exit.phase.is_success()
+            && phase == WorkflowPhase::Succeeded
+        {
+            phase = WorkflowPhase::Failed;
+            message = Some(format!(
+                "exit handler failed: {}",
+                exit.message.clone().unwrap_or_default()
+            ));
         }
         if self.shutdown.is_some() && phase == WorkflowPhase::Succeeded {
             phase = WorkflowPhase::Failed;
@@ -834,10 +946,10 @@ impl WorkflowRun {
         if self.status.nodes.contains_key(&id) || self.blocked() {
             return id;
         }
-        if let Some(limit) = self.wf.spec.parallelism {
-            if self.pods.len() as i64 >= limit {
-                return id;
-            }
+        if let Some(limit) = self.wf.spec.parallelism
+            && self.pods.len() as i64 >= limit
+        {
+            return id;
         }
         let attempt = call.retry_attempt.unwrap_or(0);
         let mut vars = BTreeMap::new();
@@ -904,47 +1016,48 @@ impl WorkflowRun {
         let mut wakes = Vec::new();
         let mut actions = Vec::new();
         for (id, pod) in self.pods.iter_mut() {
-            if let Some(due) = pod.probe_due {
-                if pod.termination.is_none() && !pod.probe_in_flight {
-                    if now >= due {
-                        if let Some(probe) = &pod.probe {
-                            pod.probe_in_flight = true;
-                            actions.push(Action::Probe {
-                                node: id.clone(),
-                                probe: probe.clone(),
-                                host: pod.ip.clone().unwrap_or_else(|| "127.0.0.1".into()),
-                            });
-                        }
-                    } else {
-                        wakes.push(due);
+            if let Some(due) = pod.probe_due
+                && pod.termination.is_none()
+                && !pod.probe_in_flight
+            {
+                if now >= due {
+                    if let Some(probe) = &pod.probe {
+                        pod.probe_in_flight = true;
+                        actions.push(Action::Probe {
+                            node: id.clone(),
+                            probe: probe.clone(),
+                            host: pod.ip.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                        });
                     }
+                } else {
+                    wakes.push(due);
                 }
             }
-            if let Some(deadline) = pod.deadline {
-                if pod.termination.is_none() {
-                    if now >= deadline {
-                        pod.termination = Some((Termination::Deadline, now));
-                        actions.push(Action::Signal {
-                            node: id.clone(),
-                            signal: StepSignal::Term,
-                        });
-                    } else {
-                        wakes.push(deadline);
-                    }
+            if let Some(deadline) = pod.deadline
+                && pod.termination.is_none()
+            {
+                if now >= deadline {
+                    pod.termination = Some((Termination::Deadline, now));
+                    actions.push(Action::Signal {
+                        node: id.clone(),
+                        signal: StepSignal::Term,
+                    });
+                } else {
+                    wakes.push(deadline);
                 }
             }
-            if let Some((_, since)) = pod.termination {
-                if !pod.killed {
-                    let kill_at = since + Duration::seconds(pod.grace.max(0));
-                    if now >= kill_at {
-                        pod.killed = true;
-                        actions.push(Action::Signal {
-                            node: id.clone(),
-                            signal: StepSignal::Kill,
-                        });
-                    } else {
-                        wakes.push(kill_at);
-                    }
+            if let Some((_, since)) = pod.termination
+                && !pod.killed
+            {
+                let kill_at = since + Duration::seconds(pod.grace.max(0));
+                if now >= kill_at {
+                    pod.killed = true;
+                    actions.push(Action::Signal {
+                        node: id.clone(),
+                        signal: StepSignal::Kill,
+                    });
+                } else {
+                    wakes.push(kill_at);
                 }
             }
         }
@@ -1069,6 +1182,10 @@ impl WorkflowRun {
                     .insert(id.clone(), call.boundary.clone());
             }
         }
+        if call.template.is_daemon() && !self.daemon_retries.contains_key(&id) {
+            self.daemon_retries
+                .insert(id.clone(), call.boundary.clone());
+        }
         let node = &self.status.nodes[&id];
         if node.phase.is_completed() {
             return id;
@@ -1146,50 +1263,48 @@ impl WorkflowRun {
                 "retryPolicy {policy} does not retry a {} node",
                 last.phase
             ));
-        } else if let Some(limit) = limit {
-            if n as i64 >= limit {
-                stop_reason = Some("No more retries left".to_string());
-            }
+        } else if let Some(limit) = limit
+            && n as i64 >= limit
+        {
+            stop_reason = Some("No more retries left".to_string());
         }
-        if stop_reason.is_none() {
-            if let Some(expr) = &rs.expression {
-                let dur = match (last.started_at, last.finished_at) {
-                    (Some(s), Some(f)) => (f - s).num_milliseconds() as f64 / 1000.0,
-                    _ => 0.0,
-                };
-                let env = serde_json::json!({
-                    "lastRetry": {
-                        "exitCode": last.outputs.as_ref().and_then(|o| o.exit_code.clone()).unwrap_or_else(|| "-1".into()),
-                        "status": last.phase.as_str(),
-                        "duration": format!("{dur}"),
-                        "message": last.message.clone().unwrap_or_default(),
-                    },
-                    "retries": n,
-                });
-                match roadie_expr::eval_expr_bool(expr, &env) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        stop_reason =
-                            Some(format!("retryStrategy.expression '{expr}' evaluated false"))
-                    }
-                    Err(e) => stop_reason = Some(format!("retryStrategy.expression: {e}")),
+        if stop_reason.is_none()
+            && let Some(expr) = &rs.expression
+        {
+            let dur = match (last.started_at, last.finished_at) {
+                (Some(s), Some(f)) => (f - s).num_milliseconds() as f64 / 1000.0,
+                _ => 0.0,
+            };
+            let env = serde_json::json!({
+                "lastRetry": {
+                    "exitCode": last.outputs.as_ref().and_then(|o| o.exit_code.clone()).unwrap_or_else(|| "-1".into()),
+                    "status": last.phase.as_str(),
+                    "duration": format!("{dur}"),
+                    "message": last.message.clone().unwrap_or_default(),
+                },
+                "retries": n,
+            });
+            match roadie_expr::eval_expr_bool(expr, &env) {
+                Ok(true) => {}
+                Ok(false) => {
+                    stop_reason = Some(format!("retryStrategy.expression '{expr}' evaluated false"))
                 }
+                Err(e) => stop_reason = Some(format!("retryStrategy.expression: {e}")),
             }
         }
         let backoff = rs.backoff.as_ref();
-        if stop_reason.is_none() {
-            if let Some(max) = backoff
+        if stop_reason.is_none()
+            && let Some(max) = backoff
                 .and_then(|b| b.max_duration.as_ref())
                 .and_then(|d| duration_of(&d.to_string()))
-            {
-                let first_start = children
-                    .first()
-                    .and_then(|c| self.status.nodes.get(c))
-                    .and_then(|c| c.started_at)
-                    .unwrap_or(now);
-                if now - first_start >= max {
-                    stop_reason = Some("Max duration limit exceeded".to_string());
-                }
+        {
+            let first_start = children
+                .first()
+                .and_then(|c| self.status.nodes.get(c))
+                .and_then(|c| c.started_at)
+                .unwrap_or(now);
+            if now - first_start >= max {
+                stop_reason = Some("Max duration limit exceeded".to_string());
             }
         }
         if let Some(reason) = stop_reason {
@@ -1200,32 +1315,31 @@ impl WorkflowRun {
             self.finish_node(&id, last.phase, Some(msg), now);
             return id;
         }
-        if let Some(b) = backoff {
-            if let Some(base) = b
+        if let Some(b) = backoff
+            && let Some(base) = b
                 .duration
                 .as_ref()
                 .and_then(|d| duration_of(&d.to_string()))
-            {
-                let factor = b
-                    .factor
-                    .as_ref()
-                    .and_then(|f| f.to_string().parse::<f64>().ok())
-                    .unwrap_or(1.0);
-                let mut wait_ms = base.num_milliseconds() as f64 * factor.powi(n as i32);
-                if let Some(cap) = b.cap.as_ref().and_then(|d| duration_of(&d.to_string())) {
-                    wait_ms = wait_ms.min(cap.num_milliseconds() as f64);
-                }
-                let due = last.finished_at.unwrap_or(now) + Duration::milliseconds(wait_ms as i64);
-                if now < due {
-                    self.wake_at(due);
-                    self.update_node(&id, |r| {
-                        let m = format!("Backoff for {}", humanize_ms(wait_ms as i64));
-                        if r.message.as_deref() != Some(m.as_str()) {
-                            r.message = Some(m);
-                        }
-                    });
-                    return id;
-                }
+        {
+            let factor = b
+                .factor
+                .as_ref()
+                .and_then(|f| f.to_string().parse::<f64>().ok())
+                .unwrap_or(1.0);
+            let mut wait_ms = base.num_milliseconds() as f64 * factor.powi(n as i32);
+            if let Some(cap) = b.cap.as_ref().and_then(|d| duration_of(&d.to_string())) {
+                wait_ms = wait_ms.min(cap.num_milliseconds() as f64);
+            }
+            let due = last.finished_at.unwrap_or(now) + Duration::milliseconds(wait_ms as i64);
+            if now < due {
+                self.wake_at(due);
+                self.update_node(&id, |r| {
+                    let m = format!("Backoff for {}", humanize_ms(wait_ms as i64));
+                    if r.message.as_deref() != Some(m.as_str()) {
+                        r.message = Some(m);
+                    }
+                });
+                return id;
             }
         }
         self.drive_body(now, &attempt_call(n + 1));
@@ -1262,13 +1376,12 @@ impl WorkflowRun {
             .suspend
             .as_ref()
             .and_then(|s| s.duration.as_ref())
+            && let Some(d) = duration_of(&d.to_string())
         {
-            if let Some(d) = duration_of(&d.to_string()) {
-                if now >= started + d {
-                    self.finish_node(&id, NodePhase::Succeeded, None, now);
-                } else {
-                    self.wake_at(started + d);
-                }
+            if now >= started + d {
+                self.finish_node(&id, NodePhase::Succeeded, None, now);
+            } else {
+                self.wake_at(started + d);
             }
         }
         id
@@ -1516,7 +1629,24 @@ impl WorkflowRun {
                         },
                     }
                 } else if !self.status.nodes[&cid].phase.is_completed() {
-                    if let Some(c) = self.calls.get(&cid).cloned() {
+                    let known = self.calls.get(&cid).cloned();
+                    let c = match known {
+                        Some(c) => Some(c),
+                        None => {
+                            let prep = {
+                                let scope = self.step_scope_with_item(
+                                    call,
+                                    "steps",
+                                    names,
+                                    aggregates,
+                                    item.as_ref(),
+                                );
+                                self.prepare_step(step, &scope)
+                            };
+                            self.rebuild_call(&cid, prep, &child_name, &display, steps_id, sg_id)
+                        }
+                    };
+                    if let Some(c) = c {
                         self.drive(now, &c);
                     }
                 }
@@ -1791,12 +1921,11 @@ impl WorkflowRun {
                     .map(str::to_string)
                     .collect();
                 while let Some(t) = stack.pop() {
-                    if set.insert(t.clone()) {
-                        if let Some(task) = by_name.get(t.as_str()) {
-                            if let Ok(d) = deps_of(task) {
-                                stack.extend(d.tasks());
-                            }
-                        }
+                    if set.insert(t.clone())
+                        && let Some(task) = by_name.get(t.as_str())
+                        && let Ok(d) = deps_of(task)
+                    {
+                        stack.extend(d.tasks());
                     }
                 }
                 set
@@ -1819,9 +1948,22 @@ impl WorkflowRun {
                 task_nodes.insert(task.name.clone(), tid.clone());
                 if let Some(n) = self.status.nodes.get(&tid) {
                     if !n.phase.is_completed() {
-                        if let Some(c) = self.calls.get(&tid).cloned() {
+                        let is_group = n.node_type == NodeType::TaskGroup;
+                        let known = self.calls.get(&tid).cloned();
+                        let known = match known {
+                            Some(c) => Some(c),
+                            None if !is_group => {
+                                let prep = {
+                                    let scope = self.step_scope(call, "tasks", &names, &aggregates);
+                                    self.prepare_step(task, &scope)
+                                };
+                                self.rebuild_call(&tid, prep, &task_name, &task.name, &id, &id)
+                            }
+                            None => None,
+                        };
+                        if let Some(c) = known {
                             self.drive(now, &c);
-                        } else if n.node_type == NodeType::TaskGroup {
+                        } else if is_group {
                             self.drive_task_group(
                                 now,
                                 call,
@@ -1874,10 +2016,10 @@ impl WorkflowRun {
                 if !dep_names.iter().all(|d| names.contains_key(d)) {
                     continue;
                 }
-                if let Some(limit) = limit {
-                    if self.running_children(&id) as i64 >= limit {
-                        continue;
-                    }
+                if let Some(limit) = limit
+                    && self.running_children(&id) as i64 >= limit
+                {
+                    continue;
                 }
                 let ok = deps.eval_with(&|t, cond| self.depend_check(names.get(t), cond), &|t| {
                     by_name
@@ -2076,11 +2218,11 @@ impl WorkflowRun {
                     all_done = false;
                     continue;
                 }
-                if let Some(limit) = limit {
-                    if self.running_children(group_id) as i64 >= limit {
-                        all_done = false;
-                        continue;
-                    }
+                if let Some(limit) = limit
+                    && self.running_children(group_id) as i64 >= limit
+                {
+                    all_done = false;
+                    continue;
                 }
                 let prep = {
                     let scope =
@@ -2131,7 +2273,24 @@ impl WorkflowRun {
                     },
                 }
             } else if !self.status.nodes[&cid].phase.is_completed() {
-                if let Some(c) = self.calls.get(&cid).cloned() {
+                let known = self.calls.get(&cid).cloned();
+                let c = match known {
+                    Some(c) => Some(c),
+                    None => {
+                        let prep = {
+                            let scope = self.step_scope_with_item(
+                                call,
+                                "tasks",
+                                names,
+                                aggregates,
+                                item.as_ref(),
+                            );
+                            self.prepare_step(task, &scope)
+                        };
+                        self.rebuild_call(&cid, prep, &child_name, &display, dag_id, group_id)
+                    }
+                };
+                if let Some(c) = c {
                     self.drive(now, &c);
                 }
             }
@@ -2468,6 +2627,34 @@ impl WorkflowRun {
         }
     }
 
+    /// The call of a node that exists but whose call was not cached (after
+    /// `resume`): the same preparation as at creation, without creating.
+    fn rebuild_call(
+        &mut self,
+        id: &str,
+        prep: StepPrep,
+        name: &str,
+        display: &str,
+        boundary: &str,
+        parent: &str,
+    ) -> Option<Call> {
+        let StepPrep::Run(tmpl, args) = prep else {
+            return None;
+        };
+        let c = self
+            .make_call(
+                name.to_string(),
+                display.to_string(),
+                &tmpl,
+                &args,
+                Some(boundary.to_string()),
+                Some(parent.to_string()),
+            )
+            .ok()?;
+        self.calls.insert(id.to_string(), c.clone());
+        Some(c)
+    }
+
     /// No new node may start: the workflow is stopping (exit handlers excepted).
     fn blocked(&self) -> bool {
         self.shutdown.is_some() && !self.in_exit_handler
@@ -2672,10 +2859,8 @@ fn substitute_template(
 ) -> Result<Template, String> {
     fn walk(v: &mut serde_json::Value, scope: &dyn Scope, mode: Unresolved) -> Result<(), String> {
         match v {
-            serde_json::Value::String(s) => {
-                if s.contains("{{") {
-                    *s = roadie_expr::substitute(s, scope, mode).map_err(|e| e.to_string())?;
-                }
+            serde_json::Value::String(s) if s.contains("{{") => {
+                *s = roadie_expr::substitute(s, scope, mode).map_err(|e| e.to_string())?;
             }
             serde_json::Value::Array(a) => {
                 for x in a {

@@ -32,10 +32,10 @@ impl SiblingScope<'_> {
                     .map(|f| (n.as_str(), f))
             })
             .max_by_key(|(n, _)| n.len())?;
-        if let Some(agg) = self.aggregates.get(sibling) {
-            if let Some(v) = agg.get(field) {
-                return Some(v.clone());
-            }
+        if let Some(agg) = self.aggregates.get(sibling)
+            && let Some(v) = agg.get(field)
+        {
+            return Some(v.clone());
         }
         let node = self.nodes.get(self.names.get(sibling)?)?;
         node_field(node, field)

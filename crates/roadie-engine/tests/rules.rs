@@ -1099,7 +1099,7 @@ spec:
     assert_eq!(s.node("[1].manual").phase, NodePhase::Running);
     s.advance(1000);
     assert_eq!(s.node("[1].manual").phase, NodePhase::Running);
-    s.run.resume(s.now, None);
+    s.run.resume_suspended(s.now, None);
     assert_eq!(s.phase(), WorkflowPhase::Succeeded);
 }
 
@@ -1115,4 +1115,122 @@ fn changes_are_reported_for_the_store() {
     let (_, nodes) = s.run.take_changes();
     assert_eq!(nodes.len(), 1);
     assert_eq!(nodes[0].phase, NodePhase::Running);
+}
+
+/// The status as the store would hand it back after the driver died.
+fn crash_and_resume(s: &Sim) -> Sim {
+    let stored = s.run.status().clone();
+    let wf = s.run.workflow().clone();
+    let run = WorkflowRun::resume(
+        wf,
+        RunOptions {
+            name: Some(s.run.name().to_string()),
+            uid: "uid-1".into(),
+            ..Default::default()
+        },
+        stored,
+        s.now,
+    )
+    .expect("resumes");
+    let mut r = Sim {
+        run,
+        now: s.now,
+        launched: vec![],
+        probes: vec![],
+        signals: vec![],
+    };
+    r.drain();
+    r
+}
+
+#[test]
+fn resume_reruns_only_the_steps_that_were_running() {
+    let yaml = r#"
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: a, template: t}
+    - - {name: b, template: t}
+      - {name: c, template: t}
+    - - {name: d, template: t}
+  - name: t
+    container: {command: [t]}
+"#;
+    let mut s = Sim::new(yaml);
+    s.run_step("[0].a", 0, "");
+    s.run_step("[1].b", 0, "");
+    s.start("[1].c");
+    let c_id = s.id("[1].c");
+    let mut r = crash_and_resume(&s);
+    assert_eq!(
+        r.launched_names(),
+        vec!["wf[1].c"],
+        "a and b finished: not run again"
+    );
+    assert_eq!(r.launched[0].node, c_id, "the same node runs again");
+    r.run_step("[1].c", 0, "");
+    r.run_step("[2].d", 0, "");
+    assert_eq!(r.phase(), WorkflowPhase::Succeeded);
+    assert_eq!(r.node("[0].a").phase, NodePhase::Succeeded);
+}
+
+#[test]
+fn resume_restarts_a_daemon_and_its_dependents_wait_for_readiness_again() {
+    let mut s = Sim::new(INFLUX_LIKE);
+    s.start("[0].db");
+    s.advance(2);
+    s.probe("[0].db", true);
+    s.start("[1].client");
+    let mut r = crash_and_resume(&s);
+    assert_eq!(
+        r.launched_names(),
+        vec!["wf[0].db"],
+        "the daemon first; the client waits"
+    );
+    r.start("[0].db");
+    r.advance(2);
+    r.probe("[0].db", true);
+    assert_eq!(r.launched_names(), vec!["wf[1].client"]);
+    r.run_step("[1].client", 0, "");
+    r.run_step("[2].after", 0, "");
+    r.exit("[0].db", 143, "");
+    assert_eq!(r.phase(), WorkflowPhase::Succeeded);
+}
+
+#[test]
+fn resume_does_not_count_a_lost_attempt_against_the_retry_limit() {
+    let yaml = r#"
+metadata: {name: wf}
+spec:
+  entrypoint: t
+  templates:
+  - name: t
+    retryStrategy: {limit: 1}
+    container: {command: [t]}
+"#;
+    let mut s = Sim::new(yaml);
+    s.run_step("wf(0)", 1, "");
+    s.start("wf(1)");
+    let mut r = crash_and_resume(&s);
+    assert_eq!(
+        r.launched_names(),
+        vec!["wf(1)"],
+        "attempt 1 again, not attempt 2"
+    );
+    r.run_step("wf(1)", 0, "");
+    assert_eq!(r.phase(), WorkflowPhase::Succeeded);
+}
+
+#[test]
+fn resume_of_a_finished_workflow_changes_nothing() {
+    let mut s = Sim::new(DIAMOND);
+    for t in ["wf.A", "wf.B", "wf.C", "wf.D"] {
+        s.run_step(t, 0, "");
+    }
+    let r = crash_and_resume(&s);
+    assert!(r.launched.is_empty());
+    assert_eq!(r.phase(), WorkflowPhase::Succeeded);
 }
