@@ -386,3 +386,33 @@ fn dag_daemons_are_fulfilled_when_ready_and_scoped_to_their_dag() {
         assert!(s["podIP"].is_string(), "{}", describe_nodes(&wf));
     }
 }
+
+/// An exec readiness probe still running when the run ends (its daemon
+/// crashed; the probe's timeout is long) must not outlive roadie: not its
+/// shell, nor the command the shell started.
+#[test]
+fn exec_probe_processes_do_not_outlive_the_run() {
+    let env = Env::new();
+    let marker = unique_marker();
+    let (out, wf) = env.run_json(
+        &fixture("probe-outlives.yaml"),
+        "probe",
+        &["-p", &format!("marker={marker}")],
+    );
+    out.expect_code(1);
+    assert_eq!(phase(&wf), "Failed", "{}", describe_nodes(&wf));
+    let gone = wait_for(Duration::from_secs(3), || {
+        processes_with_arg(&marker).is_empty().then_some(())
+    });
+    let left = processes_with_arg(&marker);
+    // Do not leave them to the next test run.
+    for pid in &left {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    assert!(
+        gone.is_some(),
+        "the exec probe's processes {left:?} outlived a roadie run that ended normally"
+    );
+}
