@@ -34,6 +34,8 @@ const STDOUT_CAP: usize = 256 * 1024;
 /// close. Only a process that left the group (setsid) and still holds the pipe needs it.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 const READ_CHUNK: usize = 16 * 1024;
+/// How far [`Tail`] may grow past [`STDOUT_CAP`] before it is trimmed.
+const TAIL_MARGIN: usize = 64 * 1024;
 /// A line longer than this is written to the log in pieces.
 const MAX_PARTIAL_LINE: usize = 64 * 1024;
 
@@ -53,9 +55,15 @@ pub(crate) enum Job {
 
 /// Runs steps as host processes. Cheap to clone; all clones drive the same processes.
 ///
-/// Create it inside a tokio runtime (it keeps the runtime's handle). It owns one thread, the
-/// spawner (see the `spawn` module for why); when the last clone is dropped that thread ends
-/// and the kernel SIGKILLs every step leader. Use [`HostRuntime::shutdown`] to stop gracefully.
+/// Create it inside a tokio runtime (it keeps the runtime's handle); its methods may then be
+/// called from any thread. Events go to the channel given to [`HostRuntime::new`].
+///
+/// Threads: `PR_SET_PDEATHSIG` fires when the *thread* that forked a step exits, not when
+/// roadie does. So no step is ever forked on the caller's thread (a `spawn_blocking` thread
+/// exits when idle, and a worker that ran `block_in_place` may become one): the runtime owns
+/// one long-lived spawner thread that does every fork. When the last clone is dropped that
+/// thread ends and the kernel SIGKILLs every step leader; use [`HostRuntime::shutdown`] to
+/// stop gracefully. Per step there is one tokio task, no thread.
 #[derive(Clone)]
 pub struct HostRuntime {
     shared: Arc<Shared>,
@@ -741,7 +749,9 @@ impl Tail {
             return;
         }
         self.buf.extend_from_slice(data);
-        if self.buf.len() > 2 * STDOUT_CAP {
+        // Trimming on every push would copy 256 KiB per chunk; trimming past a margin
+        // copies rarely and bounds the buffer at cap + margin.
+        if self.buf.len() > STDOUT_CAP + TAIL_MARGIN {
             let cut = self.buf.len() - STDOUT_CAP;
             self.buf.drain(..cut);
         }
