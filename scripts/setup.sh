@@ -14,12 +14,14 @@
 set -euo pipefail
 
 PACKAGES=(influxdb redis-server curl procps postgresql python3 python-is-python3)
+# The Argo examples' images, as host programs (tests/conformance/).
+PACKAGES+=(nodejs cowsay nginx jq)
 # service name (as /etc/init.d/NAME) -> system user it runs as
-SERVICES=(influxdb redis-server postgresql)
-SERVICE_USERS=(influxdb redis postgres)
+SERVICES=(influxdb redis-server postgresql nginx)
+SERVICE_USERS=(influxdb redis postgres www-data)
 # port -> what normally listens there
-PORTS=(8086 6379 5432)
-PORT_OWNERS=(influxd redis-server postgres)
+PORTS=(8086 6379 5432 80)
+PORT_OWNERS=(influxd redis-server postgres nginx)
 
 step() { printf 'setup: %s\n' "$*"; }
 die() {
@@ -100,7 +102,15 @@ else
     POLICY_CREATED=0
 fi
 
-for bin in influxd redis-server curl pgrep; do
+# argosay (Argo's test image, as a script) and cowsay (in /usr/games, off
+# root's PATH) where the examples' steps look for them. /argosay is the
+# image's entrypoint path, which some examples name in `command`.
+repo_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ln -sfn "$repo_dir/scripts/argosay" /usr/local/bin/argosay
+ln -sfn "$repo_dir/scripts/argosay" /argosay
+[[ -x /usr/games/cowsay ]] && ln -sfn /usr/games/cowsay /usr/local/bin/cowsay
+
+for bin in influxd redis-server curl pgrep node cowsay nginx jq argosay; do
     command -v "$bin" >/dev/null 2>&1 || die "$bin not on PATH after install"
 done
 

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Runs Argo's example workflows (shared/argo-examples/expected.tsv) with roadie
+# and compares each run's final phase with the one Argo gives it.
+#
+# Usage: scripts/conformance.sh [-j JOBS] [-t SECONDS] [-r ROADIE] [PATTERN...]
+#   -j JOBS     examples run at once (default 3)
+#   -t SECONDS  time limit per example (default 90)
+#   -r ROADIE   the roadie binary (default target/debug/roadie, built if missing)
+#   PATTERN     only the example files whose path contains one of these
+#
+# Each example runs in its own ROADIE_HOME and working directory (steps run in
+# roadie's cwd). Rows marked CronWorkflow are skipped: `roadie run` takes
+# Workflows only. forever.yaml (expected `Running`) is started, checked to be
+# Running, and stopped with SIGINT. Prints a table (file, expected, got,
+# seconds, reason), a pass count and the slowest examples; the table is also
+# written to target/conformance.md. Exit status 0 when every example not in
+# tests/conformance/known-failures.tsv passed, 1 otherwise.
+#
+# Needs the examples' host programs: run scripts/setup.sh first (python,
+# node, cowsay, nginx, jq, curl, argosay).
+set -uo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+jobs=3
+limit=90
+roadie=""
+while getopts "j:t:r:h" opt; do
+    case $opt in
+        j) jobs=$OPTARG ;;
+        t) limit=$OPTARG ;;
+        r) roadie=$OPTARG ;;
+        h) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) exit 2 ;;
+    esac
+done
+shift $((OPTIND - 1))
+
+examples=${ROADIE_ARGO_EXAMPLES:-}
+if [[ -z $examples ]]; then
+    shared=${ROADIE_SHARED_DIR:-$repo/../shared}
+    examples=$shared/argo-examples
+fi
+[[ -f $examples/expected.tsv ]] || { echo "conformance: no expected.tsv in $examples (set ROADIE_SHARED_DIR or ROADIE_ARGO_EXAMPLES)" >&2; exit 2; }
+examples=$(cd "$examples" && pwd)
+
+if [[ -z $roadie ]]; then
+    roadie=$repo/target/debug/roadie
+    if [[ ! -x $roadie ]]; then
+        (cd "$repo" && cargo build -q -p roadie) || exit 2
+    fi
+fi
+[[ -x $roadie ]] || { echo "conformance: $roadie is not an executable" >&2; exit 2; }
+roadie=$(cd "$(dirname "$roadie")" && pwd)/$(basename "$roadie")
+known=$repo/tests/conformance/known-failures.tsv
+
+for prog in python node cowsay argosay jq curl nginx; do
+    command -v "$prog" >/dev/null 2>&1 || echo "conformance: warning: '$prog' is not on PATH (scripts/setup.sh installs it); examples that use it will fail" >&2
+done
+
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/roadie-conformance.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+
+# run_one FILE EXPECTED: prints "file<TAB>expected<TAB>got<TAB>seconds<TAB>reason".
+run_one() {
+    local file=$1 expected=$2
+    local id=${file//\//_}
+    id=${id%.yaml}
+    local dir=$scratch/$id
+    mkdir -p "$dir/home" "$dir/work"
+    local name
+    name=conf-$(printf '%s' "$id" | tr 'A-Z_.' 'a-z--' | cut -c1-40)
+    local start=$SECONDS got reason=""
+    export ROADIE_HOME=$dir/home NO_COLOR=1
+    unset ROADIE_PROFILE
+    if [[ $expected == Running ]]; then
+        (cd "$dir/work" && exec "$roadie" run "$examples/$file" --quiet --name "$name" </dev/null >"$dir/out" 2>"$dir/err") &
+        local pid=$! i
+        got=""
+        for ((i = 0; i < limit * 5; i++)); do
+            got=$("$roadie" get "$name" -o json 2>/dev/null | jq -r '.status.phase // empty' 2>/dev/null)
+            [[ $got == Running ]] && break
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.2
+        done
+        # Running must last: look again a second later.
+        if [[ $got == Running ]]; then
+            sleep 1
+            got=$("$roadie" get "$name" -o json 2>/dev/null | jq -r '.status.phase // empty' 2>/dev/null)
+        fi
+        kill -INT "$pid" 2>/dev/null
+        for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        [[ -n $got ]] || got=None
+    else
+        (cd "$dir/work" && exec timeout -s INT -k 15 "$limit" "$roadie" run "$examples/$file" --quiet --name "$name" </dev/null >"$dir/out" 2>"$dir/err")
+        local rc=$?
+        got=$("$roadie" get "$name" -o json 2>/dev/null | jq -r '.status.phase // empty' 2>/dev/null)
+        [[ -n $got ]] || got=None
+        if [[ $rc == 124 || $rc == 137 ]]; then
+            reason="timed out after ${limit}s; "
+        fi
+    fi
+    if [[ $got != "$expected" ]]; then
+        local msg
+        msg=$("$roadie" get "$name" -o json 2>/dev/null | jq -r '
+            [(.status.message // empty),
+             (.status.nodes // {} | to_entries[] | .value
+              | select(.phase == "Failed" or .phase == "Error")
+              | select(.type != "Steps" and .type != "DAG" and .type != "StepGroup" and .type != "TaskGroup")
+              | "\(.displayName): \(.message // .phase)")] | unique | join("; ")' 2>/dev/null)
+        [[ -n $msg ]] || msg=$(grep -v '^\s*$' "$dir/err" | head -3 | tr '\n' ' ')
+        reason+=$msg
+    fi
+    reason=$(printf '%s' "$reason" | tr '\t\n|' '  /' | cut -c1-300)
+    printf '%s\t%s\t%s\t%s\t%s\n' "$file" "$expected" "$got" "$((SECONDS - start))" "$reason"
+}
+export -f run_one
+export roadie examples scratch limit
+
+selected=$scratch/selected.tsv
+tail -n +2 "$examples/expected.tsv" | while IFS=$'\t' read -r file expected _rest; do
+    [[ -n $file && $expected != CronWorkflow ]] || continue
+    if [[ $# -gt 0 ]]; then
+        keep=0
+        for pat in "$@"; do [[ $file == *"$pat"* ]] && keep=1; done
+        [[ $keep == 1 ]] || continue
+    fi
+    printf '%s\t%s\n' "$file" "$expected"
+done >"$selected"
+
+total=$(wc -l <"$selected")
+echo "conformance: $total examples from $examples, $jobs at a time, ${limit}s each" >&2
+results=$scratch/results.tsv
+tr '\t' '\n' <"$selected" | xargs -d '\n' -n 2 -P "$jobs" bash -c 'run_one "$0" "$1"' \
+    | tee /dev/stderr | sort >"$results"
+
+passed=$(awk -F'\t' '$2 == $3' "$results" | wc -l)
+unexpected=0
+report=$repo/target/conformance.md
+mkdir -p "$repo/target"
+{
+    printf '# roadie conformance: Argo examples\n\n%s of %s passed\n\n' "$passed" "$total"
+    printf '| file | expected | got | seconds | reason |\n|---|---|---|---|---|\n'
+    while IFS=$'\t' read -r file expected got secs reason; do
+        mark=""
+        if [[ $expected != "$got" ]]; then
+            if [[ -f $known ]] && grep -q "^${file}"$'\t' "$known"; then mark=" (known)"; else mark=" (NEW)"; fi
+        fi
+        printf '| %s | %s | %s%s | %s | %s |\n' "$file" "$expected" "$got" "$mark" "$secs" "$reason"
+    done <"$results"
+} >"$report"
+cat "$report"
+echo
+echo "slowest:"
+sort -t$'\t' -k4,4nr "$results" | head -5 | awk -F'\t' '{printf "  %4ss  %s\n", $4, $1}'
+while IFS=$'\t' read -r file expected got _; do
+    if [[ $expected != "$got" ]] && ! { [[ -f $known ]] && grep -q "^${file}"$'\t' "$known"; }; then
+        unexpected=$((unexpected + 1))
+    fi
+done <"$results"
+echo "conformance: $passed/$total passed; $unexpected failed that are not in tests/conformance/known-failures.tsv; table in $report"
+[[ $unexpected -eq 0 ]]
