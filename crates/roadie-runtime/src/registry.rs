@@ -330,8 +330,9 @@ pub fn reap_leftovers(state_dir: &Path) -> Result<Vec<u32>, RuntimeError> {
     };
 
     for dir in dead_dirs {
+        // Another roadie starting at the same time may be removing it too.
         if let Err(source) = fs::remove_dir_all(&dir)
-            && source.kind() != io::ErrorKind::NotFound
+            && dir.exists()
         {
             return Err(RuntimeError::Io {
                 action: "cannot remove the stale process registry",
@@ -359,7 +360,13 @@ fn read_records(dir: &Path) -> Result<Vec<RecordedGroup>, RuntimeError> {
         source,
     };
     let mut groups = Vec::new();
-    for entry in fs::read_dir(dir).map_err(list_error)? {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // Reaped by another roadie meanwhile.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(groups),
+        Err(e) => return Err(list_error(e)),
+    };
+    for entry in entries {
         let path = entry.map_err(list_error)?.path();
         if !path
             .file_name()
