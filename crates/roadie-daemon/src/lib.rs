@@ -6,4 +6,5 @@
 //! This crate does not parse command lines or draw trees (the `roadie`
 //! binary does) and holds no scheduling rule (the engine does).
 
+pub mod driver;
 pub mod worker;

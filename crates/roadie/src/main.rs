@@ -133,7 +133,13 @@ enum Command {
 /// Lints a workflow file, checking expr-lang expressions too.
 pub fn lint_file(src: &str, file: &str) -> Vec<roadie_spec::Diagnostic> {
     let check = |e: &str| roadie_expr::check_expr(e).map_err(|err| err.to_string());
-    roadie_spec::lint_with(src, file, roadie_spec::LintOptions { check_expr: Some(&check) })
+    roadie_spec::lint_with(
+        src,
+        file,
+        roadie_spec::LintOptions {
+            check_expr: Some(&check),
+        },
+    )
 }
 
 fn main() -> ExitCode {

@@ -330,16 +330,15 @@ pub fn argo_object(w: &StoredWorkflow) -> serde_json::Value {
         }
     }
     let mut spec = serde_json::to_value(&w.manifest.spec).unwrap_or_else(|_| serde_json::json!({}));
-    if !w.parameters.is_empty() {
-        if let Some(params) = spec
+    if !w.parameters.is_empty()
+        && let Some(params) = spec
             .pointer_mut("/arguments/parameters")
             .and_then(|p| p.as_array_mut())
-        {
-            for p in params.iter_mut() {
-                let name = p.get("name").and_then(|n| n.as_str()).map(str::to_string);
-                if let Some(v) = name.and_then(|n| w.parameters.get(&n)) {
-                    p["value"] = v.clone().into();
-                }
+    {
+        for p in params.iter_mut() {
+            let name = p.get("name").and_then(|n| n.as_str()).map(str::to_string);
+            if let Some(v) = name.and_then(|n| w.parameters.get(&n)) {
+                p["value"] = v.clone().into();
             }
         }
     }

@@ -1,25 +1,18 @@
-//! `roadie run`: the driver loop around the engine.
-//!
-//! It waits for a runtime event, the engine's next timer, or a signal to
-//! roadie; hands it to the engine; writes what changed to the store; then
-//! carries out the engine's actions. Persisting before acting is the
-//! write-ahead rule of DESIGN.md: a step is recorded as Pending before its
-//! process is started.
+//! `roadie run`: one workflow through the driver loop of `roadie-daemon`,
+//! with a live view and Ctrl-C handling.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::net::IpAddr;
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use chrono::Utc;
-use roadie_engine::{Action, Event, RunOptions, StepExit, StepSignal, StopMode, WorkflowRun};
-use roadie_runtime::{HostRuntime, RuntimeEvent, Signal};
+use roadie_daemon::driver::{Driver, Processed};
+use roadie_engine::{RunOptions, StopMode, WorkflowRun};
 use roadie_spec::{Workflow, WorkflowPhase};
-use roadie_store::{NewWorkflow, Profile, Store, WorkflowStatusSummary};
+use roadie_store::{NewWorkflow, Profile, Store};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
 
 use crate::render::{LiveView, print_workflow};
 use crate::{EXIT_USAGE, OutputFormat};
@@ -74,7 +67,7 @@ pub fn run_command(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let phase = runtime.block_on(drive(&profile, &store, wf, params, name, output, quiet))?;
+    let phase = runtime.block_on(drive(&profile, store, wf, params, name, output, quiet))?;
     Ok(match phase {
         Some(WorkflowPhase::Succeeded) => 0,
         Some(_) => 1,
@@ -96,7 +89,7 @@ fn generated_name(prefix: &str) -> String {
 
 async fn drive(
     profile: &Profile,
-    store: &Store,
+    store: Store,
     wf: Workflow,
     params: Vec<(String, String)>,
     name: Option<String>,
@@ -139,7 +132,7 @@ async fn drive(
                 .and_then(|s| s.container.image.as_ref())
                 .is_some()
     });
-    let mut run = match WorkflowRun::new(
+    let run = match WorkflowRun::new(
         wf.clone(),
         RunOptions {
             name: Some(name.clone()),
@@ -180,58 +173,30 @@ async fn drive(
         ));
     }
 
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let host =
-        HostRuntime::new(&profile.state_dir(), tx).context("cannot start the host runtime")?;
+    let store = Arc::new(store);
+    let mut driver =
+        Driver::new(profile, store.clone(), usize::MAX).context("cannot start the host runtime")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupts = 0;
-    let mut batch = Vec::new();
-    loop {
-        persist(store, &uid, &mut run, &mut view)?;
-        while let Some(action) = run.poll_action() {
-            execute(&host, store, &uid, &log_dir, action)?;
+    let mut done = show(&mut view, driver.add(&uid, run)?);
+    while !done {
+        if let Some(run) = driver.run(&uid) {
+            view.draw(run.status(), &name);
         }
-        view.draw(run.status(), run.name());
-        if run.is_completed() && host.live_steps() == 0 {
-            break;
-        }
-        let wake = run.poll_timeout();
-        let sleep = async {
-            match wake {
-                Some(t) => {
-                    let d = (t - Utc::now()).to_std().unwrap_or(StdDuration::ZERO);
-                    tokio::time::sleep(d).await
-                }
-                None => std::future::pending().await,
-            }
+        let processed = tokio::select! {
+            wake = driver.wait() => driver.process(wake?)?,
+            _ = sigint.recv() => interrupt(&mut driver, &uid, &mut interrupts, &mut view, "SIGINT").await?,
+            _ = sigterm.recv() => interrupt(&mut driver, &uid, &mut interrupts, &mut view, "SIGTERM").await?,
         };
-        tokio::select! {
-            ev = rx.recv() => {
-                let Some(ev) = ev else { bail!("the host runtime stopped unexpectedly") };
-                batch.push(ev);
-                // Take everything already queued: one reconcile for a burst of exits.
-                while let Ok(ev) = rx.try_recv() {
-                    batch.push(ev);
-                }
-                let events: Vec<Event> = batch.drain(..).filter_map(to_engine_event).collect();
-                run.handle_all(Utc::now(), events);
-            }
-            _ = sleep => run.handle_timeout(Utc::now()),
-            _ = sigint.recv() => interrupt(&mut run, &host, &mut interrupts, &mut view, "SIGINT").await,
-            _ = sigterm.recv() => interrupt(&mut run, &host, &mut interrupts, &mut view, "SIGTERM").await,
-        }
+        done = show(&mut view, processed);
     }
-    persist(store, &uid, &mut run, &mut view)?;
-    view.finish(run.status(), run.name());
-    let status = run.status().clone();
+    let stored = store
+        .get_workflow(&uid)?
+        .context("the workflow vanished from the store")?;
+    view.finish(&stored.status, &name);
     match output {
-        Some(fmt) => {
-            let stored = store
-                .get_workflow(&uid)?
-                .context("the workflow vanished from the store")?;
-            print_workflow(&stored, fmt)?;
-        }
+        Some(fmt) => print_workflow(&stored, fmt)?,
         None => {
             if !quiet {
                 println!(
@@ -241,122 +206,33 @@ async fn drive(
             }
         }
     }
-    Ok(Some(status.phase))
+    Ok(Some(stored.status.phase))
+}
+
+/// Shows what changed; true once the workflow finished.
+fn show(view: &mut LiveView, processed: Processed) -> bool {
+    for (_, nodes) in &processed.changed {
+        view.changed(nodes);
+    }
+    !processed.finished.is_empty()
 }
 
 async fn interrupt(
-    run: &mut WorkflowRun,
-    host: &HostRuntime,
+    driver: &mut Driver,
+    uid: &str,
     count: &mut u32,
     view: &mut LiveView,
     what: &str,
-) {
+) -> Result<Processed> {
     *count += 1;
     if *count == 1 {
         view.note(&format!(
             "{what}: stopping the workflow (again to kill every step at once)"
         ));
-        run.stop(
-            Utc::now(),
-            StopMode::Terminate,
-            &format!("terminated by {what}"),
-        );
+        Ok(driver.stop(uid, StopMode::Terminate, &format!("terminated by {what}"))?)
     } else {
         view.note(&format!("{what} again: killing every step now"));
-        host.shutdown(StdDuration::ZERO).await;
+        driver.kill_all_steps(StdDuration::ZERO).await;
+        Ok(Processed::default())
     }
-}
-
-fn to_engine_event(ev: RuntimeEvent) -> Option<Event> {
-    Some(match ev {
-        RuntimeEvent::Started { key, .. } => Event::StepStarted {
-            node: key,
-            ip: "127.0.0.1".into(),
-        },
-        RuntimeEvent::StartFailed { key, message } => Event::StepStartFailed { node: key, message },
-        RuntimeEvent::Exited { key, exit } => Event::StepExited {
-            node: key,
-            exit: StepExit {
-                code: exit.code,
-                signal: exit.signal,
-                stdout: exit.stdout,
-                outputs: exit.outputs,
-            },
-        },
-        RuntimeEvent::ProbeResult { key, ok, message } => Event::ProbeResult {
-            node: key,
-            ok,
-            message,
-        },
-    })
-}
-
-fn persist(store: &Store, uid: &str, run: &mut WorkflowRun, view: &mut LiveView) -> Result<()> {
-    let (wf_changed, nodes) = run.take_changes();
-    if !wf_changed && nodes.is_empty() {
-        return Ok(());
-    }
-    let s = run.status();
-    let summary = WorkflowStatusSummary {
-        phase: s.phase,
-        started_at: s.started_at,
-        finished_at: s.finished_at,
-        message: s.message.clone(),
-        progress: s.progress.clone(),
-    };
-    store
-        .save_progress(uid, &summary, &nodes)
-        .context("cannot record progress in the store")?;
-    view.changed(&nodes);
-    Ok(())
-}
-
-fn execute(
-    host: &HostRuntime,
-    store: &Store,
-    uid: &str,
-    log_dir: &std::path::Path,
-    action: Action,
-) -> Result<()> {
-    match action {
-        Action::StartStep(step) => {
-            let log_path = log_dir.join(format!("{}.log", step.node));
-            let display = step
-                .name
-                .rsplit('.')
-                .next()
-                .unwrap_or(&step.name)
-                .to_string();
-            store.set_node_log(uid, &step.node, &display, &log_path)?;
-            host.start(roadie_runtime::StepLaunch {
-                key: step.node,
-                argv: step.argv,
-                script: step.script,
-                env: step.env,
-                working_dir: step.working_dir.map(PathBuf::from),
-                log_path,
-                output_files: step
-                    .output_files
-                    .into_iter()
-                    .map(|(k, v)| (k, PathBuf::from(v)))
-                    .collect(),
-            });
-        }
-        Action::Probe {
-            node,
-            probe,
-            host: addr,
-        } => {
-            let ip: IpAddr = addr.parse().unwrap_or(IpAddr::from([127, 0, 0, 1]));
-            host.probe(&node, &probe, ip);
-        }
-        Action::Signal { node, signal } => host.signal(
-            &node,
-            match signal {
-                StepSignal::Term => Signal::Term,
-                StepSignal::Kill => Signal::Kill,
-            },
-        ),
-    }
-    Ok(())
 }
