@@ -42,6 +42,11 @@ pub struct EngineTiming {
     /// Every `handle`/`handle_all` plus draining actions and `take_changes`.
     pub events: Duration,
     pub handle_calls: usize,
+    /// Nodes handed out by `take_changes` (what the driver writes to the store).
+    pub changed_nodes: usize,
+    /// Sum of the `children` lists of those nodes: a parent with N children
+    /// that changes on every event costs O(N) to clone and persist each time.
+    pub changed_children: usize,
 }
 
 impl EngineTiming {
@@ -78,7 +83,8 @@ pub fn run_engine(w: Workload, feed: Feed) -> Result<EngineTiming> {
     let mut handle_calls = 0;
     let mut steps = 0;
     let mut pending = Vec::new();
-    drain(&mut run, &mut pending);
+    let mut changes = Changes::default();
+    drain(&mut run, &mut pending, &mut changes);
     while !pending.is_empty() {
         let wave: Vec<StepLaunch> = std::mem::take(&mut pending);
         steps += wave.len();
@@ -94,6 +100,7 @@ pub fn run_engine(w: Workload, feed: Feed) -> Result<EngineTiming> {
             started,
             &mut pending,
             &mut handle_calls,
+            &mut changes,
         );
         now += tick;
         let exited = wave.iter().map(|l| Event::StepExited {
@@ -103,7 +110,15 @@ pub fn run_engine(w: Workload, feed: Feed) -> Result<EngineTiming> {
                 ..Default::default()
             },
         });
-        feed_events(&mut run, feed, now, exited, &mut pending, &mut handle_calls);
+        feed_events(
+            &mut run,
+            feed,
+            now,
+            exited,
+            &mut pending,
+            &mut handle_calls,
+            &mut changes,
+        );
     }
     let events = t.elapsed();
     if !run.is_completed() {
@@ -126,7 +141,15 @@ pub fn run_engine(w: Workload, feed: Feed) -> Result<EngineTiming> {
         new,
         events,
         handle_calls,
+        changed_nodes: changes.nodes,
+        changed_children: changes.children,
     })
+}
+
+#[derive(Default)]
+struct Changes {
+    nodes: usize,
+    children: usize,
 }
 
 fn feed_events(
@@ -136,26 +159,29 @@ fn feed_events(
     events: impl Iterator<Item = Event>,
     pending: &mut Vec<StepLaunch>,
     calls: &mut usize,
+    changes: &mut Changes,
 ) {
     match feed {
         Feed::PerEvent => {
             for e in events {
                 run.handle(now, e);
                 *calls += 1;
-                drain(run, pending);
+                drain(run, pending, changes);
             }
         }
         Feed::Batched => {
             run.handle_all(now, events);
             *calls += 1;
-            drain(run, pending);
+            drain(run, pending, changes);
         }
     }
 }
 
 /// Take the engine's actions and changes the way the `roadie run` driver does.
-fn drain(run: &mut WorkflowRun, pending: &mut Vec<StepLaunch>) {
-    black_box(run.take_changes());
+fn drain(run: &mut WorkflowRun, pending: &mut Vec<StepLaunch>, changes: &mut Changes) {
+    let (_, nodes) = black_box(run.take_changes());
+    changes.nodes += nodes.len();
+    changes.children += nodes.iter().map(|n| n.children.len()).sum::<usize>();
     while let Some(a) = run.poll_action() {
         if let Action::StartStep(l) = a {
             pending.push(l);

@@ -31,6 +31,8 @@ const TARGET_STEPS_PER_S: f64 = 400.0;
 const USAGE: &str = "\
 usage: roadie-bench [OPTIONS]            run every benchmark and print the tables
        roadie-bench engine [OPTIONS]     only the pure-engine microbenchmark
+       roadie-bench engine-one KIND N FEED   one engine run (KIND wide|rooted|chain,
+                                         FEED per-event|batched), for profilers
        roadie-bench gen DIR              write the generated workflows to DIR
        roadie-bench baseline KIND N      (internal) the bare fork/exec baseline of a workload
 
@@ -85,6 +87,31 @@ fn real_main() -> Result<()> {
         Some("engine") => {
             let opts = parse_options(&args[1..])?;
             engine_tables(&opts)
+        }
+        Some("engine-one") => {
+            let [_, kind, n, feed] = args.as_slice() else {
+                bail!("engine-one expects KIND N FEED\n{USAGE}");
+            };
+            let n: usize = n
+                .parse()
+                .with_context(|| format!("N must be a number, got '{n}'"))?;
+            let feed = match feed.as_str() {
+                "per-event" => Feed::PerEvent,
+                "batched" => Feed::Batched,
+                other => bail!("FEED must be per-event or batched, got '{other}'"),
+            };
+            let t = run_engine(Workload::parse(kind, n)?, feed)?;
+            println!(
+                "{} steps, {} calls: new {:.2} ms, events {:.2} ms, {:.1} µs/step, {} changed nodes with {} children entries",
+                t.steps,
+                t.handle_calls,
+                ms(t.new),
+                ms(t.events),
+                t.us_per_step(),
+                t.changed_nodes,
+                t.changed_children,
+            );
+            Ok(())
         }
         Some("-h" | "--help") => {
             println!("{USAGE}");
@@ -207,6 +234,7 @@ fn process_table(o: &Options) -> Result<()> {
             let b = measure(
                 Command::new(&me).args(["baseline", w.kind(), &w.steps().to_string()]),
                 &root.join(format!("baseline-{tag}.log")),
+                false,
             )?;
             let home = root.join(format!("home-{tag}"));
             std::fs::create_dir_all(&home)
@@ -219,6 +247,7 @@ fn process_table(o: &Options) -> Result<()> {
                     .env("ROADIE_HOME", &home)
                     .env_remove("ROADIE_PROFILE"),
                 &root.join(format!("roadie-{tag}.log")),
+                true,
             )
             .with_context(|| format!("roadie run {} failed", file.display()))?;
             eprintln!(
@@ -284,6 +313,45 @@ fn process_table(o: &Options) -> Result<()> {
         "overhead = (roadie - bare) / steps, wall clock; cpu over = (roadie user+sys - bare user+sys) / steps,\n\
          children included on both sides; peak RSS = max over repetitions of roadie's ru_maxrss (wait4)."
     );
+    println!();
+    println!(
+        "where roadie's CPU goes (median run; threads polled from /proc, children = the steps' processes):"
+    );
+    println!(
+        "{:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12}",
+        "workload", "main", "spawner", "tokio", "other", "children", "main ms/step"
+    );
+    for row in &rows {
+        let Some(r) = median(&row.roadie) else {
+            continue;
+        };
+        let get = |name: &str| r.threads.get(name).copied().unwrap_or_default();
+        let main = get("roadie");
+        let spawner = get("roadie-spawner");
+        let tokio: Duration = r
+            .threads
+            .iter()
+            .filter(|(k, _)| k.starts_with("tokio"))
+            .map(|(_, v)| *v)
+            .sum();
+        let all: Duration = r.threads.values().sum();
+        let other = all.saturating_sub(main + spawner + tokio);
+        let children = r.cpu.saturating_sub(all);
+        println!(
+            "{:<18} {:>9.3}s {:>9.3}s {:>9.3}s {:>9.3}s {:>9.3}s {:>12.3}",
+            row.workload.label(),
+            main.as_secs_f64(),
+            spawner.as_secs_f64(),
+            tokio.as_secs_f64(),
+            other.as_secs_f64(),
+            children.as_secs_f64(),
+            ms(main) / row.workload.steps() as f64,
+        );
+    }
+    println!(
+        "main = the driver thread (engine, SQLite, live view); spawner = fork of every step; tokio = pidfd\n\
+         waits, pipes, log files; children = roadie's CPU (wait4, children included) minus its threads."
+    );
     Ok(())
 }
 
@@ -293,8 +361,16 @@ fn engine_tables(o: &Options) -> Result<()> {
         o.reps
     );
     println!(
-        "{:<18} {:>6} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}",
-        "workload", "steps", "feed", "calls", "parse ms", "new ms", "events ms", "µs/step"
+        "{:<18} {:>6} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12}",
+        "workload",
+        "steps",
+        "feed",
+        "calls",
+        "parse ms",
+        "new ms",
+        "events ms",
+        "µs/step",
+        "saved/step"
     );
     let base = [
         Workload::Wide(o.wide),
@@ -326,7 +402,7 @@ fn engine_tables(o: &Options) -> Result<()> {
                 continue;
             };
             println!(
-                "{:<18} {:>6} {:>10} {:>8} {:>10.2} {:>10.2} {:>10.2} {:>10.1}",
+                "{:<18} {:>6} {:>10} {:>8} {:>10.2} {:>10.2} {:>10.2} {:>10.1} {:>5.1}/{:<6.0}",
                 w.label(),
                 t.steps,
                 feed.label(),
@@ -334,12 +410,15 @@ fn engine_tables(o: &Options) -> Result<()> {
                 ms(t.parse),
                 ms(t.new),
                 ms(t.events),
-                t.us_per_step()
+                t.us_per_step(),
+                t.changed_nodes as f64 / t.steps as f64,
+                t.changed_children as f64 / t.steps as f64,
             );
         }
     }
     println!(
-        "µs/step = (WorkflowRun::new + every handle/handle_all + poll_action + take_changes) / steps; parse not included."
+        "µs/step = (WorkflowRun::new + every handle/handle_all + poll_action + take_changes) / steps; parse not included.\n\
+         saved/step = nodes / children-list entries that take_changes hands the driver to persist, per step."
     );
     Ok(())
 }
