@@ -466,3 +466,65 @@ fn output_into_a_closed_pipe_does_not_panic() {
         );
     }
 }
+
+/// Two roadie runs in one profile at once: the second one's start-up reaping
+/// leaves the first one's (live) processes alone, and both are recorded.
+#[test]
+fn concurrent_runs_in_one_profile_leave_each_other_alone() {
+    let env = Env::new();
+    let marker = unique_marker();
+    let first = env.spawn(&[
+        "run",
+        &fixture("daemon-and-wait.yaml"),
+        "--name",
+        "first",
+        "-p",
+        &env.out_param(),
+        "-p",
+        &format!("marker={marker}"),
+    ]);
+    let started = wait_for(Duration::from_secs(20), || {
+        let wf = env.get_json_if_any("first")?;
+        nodes(&wf)
+            .iter()
+            .any(|n| n["displayName"] == "wait" && n["phase"] == "Running")
+            .then_some(())
+    });
+    assert!(started.is_some(), "{}", first.stderr_so_far());
+    let daemon = processes_with_arg(&marker);
+    assert_eq!(daemon.len(), 1, "{daemon:?}");
+
+    let second = env.roadie(&["run", &fixture("hello.yaml"), "--name", "second"]);
+    second.expect_code(0);
+    assert!(
+        !second.stdout.contains("left over") && !second.stderr.contains("left over"),
+        "the second run reaped something: {}{}",
+        second.stdout,
+        second.stderr
+    );
+    assert!(
+        pid_alive(daemon[0]),
+        "the second run killed the first run's daemon"
+    );
+
+    std::fs::write(env.dir().join("go"), "").expect("write go");
+    first.wait(Duration::from_secs(30)).expect_code(0);
+    let wf = env.get_json("first");
+    assert_eq!(phase(&wf), "Succeeded", "{}", describe_nodes(&wf));
+    assert_eq!(env.node_log("first", "wait"), "released\n");
+    assert_eq!(phase(&env.get_json("second")), "Succeeded");
+    assert!(!pid_alive(daemon[0]), "the first run's daemon outlived it");
+}
+
+/// `roadie run -o yaml` prints the finished workflow as YAML, the same
+/// object `roadie get -o json` returns.
+#[test]
+fn run_output_yaml_is_the_recorded_workflow() {
+    let env = Env::new();
+    let out = env.roadie(&["run", &fixture("hello.yaml"), "--name", "y", "-o", "yaml"]);
+    out.expect_code(0);
+    let printed: Value = serde_saphyr::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("run -o yaml is not YAML: {e}\n{}", out.stdout));
+    assert_eq!(printed, env.get_json("y"));
+    assert_eq!(printed["status"]["phase"], "Succeeded");
+}

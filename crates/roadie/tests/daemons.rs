@@ -416,3 +416,57 @@ fn exec_probe_processes_do_not_outlive_the_run() {
         "the exec probe's processes {left:?} outlived a roadie run that ended normally"
     );
 }
+
+/// Looped daemons (withParam over ports), as python script templates gated by
+/// httpGet probes: each one serves the client, and all are torn down.
+#[test]
+fn looped_script_daemons_with_http_probes_all_serve() {
+    let env = Env::new();
+    let ports = [free_port(), free_port()];
+    let (out, wf) = env.run_json(
+        &fixture("looped-daemons.yaml"),
+        "looped",
+        &["-p", &format!("ports=[\"{}\",\"{}\"]", ports[0], ports[1])],
+    );
+    out.expect_code(0);
+    assert_eq!(phase(&wf), "Succeeded", "{}", describe_nodes(&wf));
+    assert_all_nodes_completed(&wf);
+    assert_times_nest(&wf);
+    let client = env.node_log("looped", "client");
+    for p in ports {
+        assert!(
+            client.contains(&format!("served by {p}")),
+            "daemon on {p} did not serve: {client}"
+        );
+        let svc = nodes(&wf)
+            .into_iter()
+            .find(|n| {
+                n["type"] == "Pod"
+                    && n["displayName"]
+                        .as_str()
+                        .is_some_and(|d| d.starts_with("svc(") && d.contains(&p.to_string()))
+            })
+            .unwrap_or_else(|| panic!("no daemon node for port {p}: {}", describe_nodes(&wf)));
+        assert_eq!(svc["phase"], "Succeeded", "{}", describe_nodes(&wf));
+        assert!(!port_in_use(p), "port {p} still served after the run");
+    }
+}
+
+/// DESIGN.md: looped daemons publish the list of their addresses, so
+/// `{{steps.svc.ip}}` of a looped daemon step is a JSON list, one per item.
+#[test]
+fn looped_daemons_publish_the_list_of_their_addresses() {
+    let env = Env::new();
+    let (out, wf) = env.run_json(&fixture("looped-daemon-ips.yaml"), "ips", &[]);
+    out.expect_code(0);
+    assert_eq!(phase(&wf), "Succeeded", "{}", describe_nodes(&wf));
+    let log = env.node_log("ips", "client");
+    let list = log
+        .trim()
+        .strip_prefix("ips=")
+        .unwrap_or_else(|| panic!("unexpected client output: {log}"));
+    let ips: Vec<String> = serde_json::from_str(list)
+        .unwrap_or_else(|e| panic!("{{{{steps.svc.ip}}}} is not a JSON list ({e}): {list}"));
+    assert_eq!(ips.len(), 3, "{ips:?}");
+    assert!(ips.iter().all(|ip| !ip.is_empty()), "{ips:?}");
+}

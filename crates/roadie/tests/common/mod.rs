@@ -164,6 +164,15 @@ impl Env {
             .unwrap_or_else(|e| panic!("roadie get -o json is not JSON: {e}\n{}", out.stdout))
     }
 
+    /// `roadie get NAME -o json`, or `None` while it is not recorded yet.
+    pub fn get_json_if_any(&self, name: &str) -> Option<Value> {
+        let out = self.roadie(&["get", name, "-o", "json"]);
+        if out.code != Some(0) {
+            return None;
+        }
+        serde_json::from_str(&out.stdout).ok()
+    }
+
     /// `roadie logs NAME --node NODE`, with the `NODE: ` prefix of each line removed.
     #[track_caller]
     pub fn node_log(&self, name: &str, node: &str) -> String {

@@ -1,0 +1,722 @@
+//! Argo conformance: every example workflow in `shared/argo-examples/expected.tsv`
+//! (Argo's own `examples/`), run unchanged by the real `roadie` binary, must end
+//! in the phase Argo gives it.
+//!
+//! One test runs them all, four at a time, each with its own `ROADIE_HOME`,
+//! working directory, and (when the test runs as root and `unshare` works) its
+//! own mount and network namespace with a private `/tmp` and loopback, as a pod
+//! would have: examples write fixed paths such as `/tmp/hello_world.txt` and
+//! bind fixed ports (nginx on 80, influxd on 8086), so two examples at once
+//! would otherwise collide, and so would the seed tests running beside them.
+//!
+//! - `CronWorkflow` rows are skipped (`roadie run` takes Workflows; cron has its
+//!   own tests).
+//! - `Running` (forever.yaml) means: started, seen Running twice a second
+//!   apart, then stopped with SIGINT.
+//! - A suspended node (a `suspend` template without a duration) is resumed
+//!   with `roadie resume` once that command exists, after `roadie set` gives it
+//!   the outputs listed in `tests/conformance/suspend-outputs.tsv`.
+//! - Examples that use `templateRef` / `workflowTemplateRef` get the templates
+//!   in `tests/conformance/templates/` stored first with `roadie template create`,
+//!   once that command exists.
+//! - Examples that draw random numbers (Argo's retry and coin-flip examples
+//!   fail on purpose some of the time and rely on retries) get one more run
+//!   when the first does not match.
+//!
+//! The test prints a table (file, expected, got, seconds, reason), writes it
+//! to `target/conformance.md`, and fails when an example that is not listed in
+//! `tests/conformance/known-failures.tsv` does not match, or when fewer than
+//! [`PASS_FLOOR`] examples pass. A listed example that passes is reported so
+//! its line can be removed.
+//!
+//! The examples need host programs in place of their images: run
+//! `scripts/setup.sh` first (python, node, cowsay, nginx, influxd, jq, curl,
+//! busybox, ncat, and `argosay` from `scripts/argosay`).
+
+mod common;
+
+use std::collections::{HashMap, VecDeque};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{ROADIE, shared_dir};
+use serde_json::Value;
+
+/// The number of examples that passed when this floor was last raised; fewer
+/// is a regression even if every failure is listed as known. Raise it as
+/// examples start passing.
+const PASS_FLOOR: usize = 91;
+
+/// Examples run at once. Most of an example's time is spent in `sleep`, so
+/// this is bounded by the wall clock, not by the two cores CI has.
+const CONCURRENCY: usize = 4;
+
+/// The longest one example may run; colored-logs.yaml prints for 99 s.
+const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// How often a running example's state is read back with `roadie get`.
+const POLL: Duration = Duration::from_millis(250);
+
+fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn conformance_dir() -> PathBuf {
+    repo_dir().join("tests/conformance")
+}
+
+/// One row of expected.tsv.
+#[derive(Clone, Debug)]
+struct Example {
+    file: String,
+    expected: String,
+    /// Argo's `no-test` label and features, e.g. `duration`, `artifacts`.
+    note: String,
+}
+
+/// What one example did.
+#[derive(Clone, Debug)]
+struct Outcome {
+    file: String,
+    expected: String,
+    got: String,
+    seconds: u64,
+    reason: String,
+    attempts: u32,
+}
+
+impl Outcome {
+    fn passed(&self) -> bool {
+        self.got == self.expected
+    }
+}
+
+/// Reads a tab-separated file, skipping the header line (when `header`),
+/// blank lines and `#` comments.
+fn read_tsv(path: &Path, header: bool) -> Vec<Vec<String>> {
+    let text = fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .skip(usize::from(header))
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// How roadie is started for an example: plain, or inside fresh mount and
+/// network namespaces (private /tmp, own loopback).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Isolation {
+    None,
+    Namespaces,
+}
+
+impl Isolation {
+    /// Namespaces when this process may create them (root, `unshare` and `ip`
+    /// installed, not forbidden by a container runtime), checked by doing it.
+    fn probe() -> Isolation {
+        let ok = Command::new("unshare")
+            .args(["--mount", "--net", "--propagation", "private", "sh", "-c"])
+            .arg("ip link set lo up && mount -t tmpfs roadie-probe /tmp")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            Isolation::Namespaces
+        } else {
+            Isolation::None
+        }
+    }
+
+    /// The command that runs `roadie ARGS`.
+    fn command(self, args: &[&str]) -> Command {
+        match self {
+            Isolation::None => {
+                let mut cmd = Command::new(ROADIE);
+                cmd.args(args);
+                cmd
+            }
+            Isolation::Namespaces => {
+                // unshare execs sh, which execs roadie: the child's pid is
+                // roadie's, so SIGINT reaches it directly.
+                let mut cmd = Command::new("unshare");
+                cmd.args(["--mount", "--net", "--propagation", "private", "sh", "-c"])
+                    .arg(
+                        "ip link set lo up && \
+                         mount -t tmpfs -o mode=1777 roadie-conformance-tmp /tmp && \
+                         exec \"$0\" \"$@\"",
+                    )
+                    .arg(ROADIE)
+                    .args(args);
+                cmd
+            }
+        }
+    }
+}
+
+/// The roadie subcommands this build has (`resume`, `set`, `template`):
+/// the runner uses them once they exist.
+#[derive(Clone, Debug)]
+struct Features {
+    resume: bool,
+    set: bool,
+    template: bool,
+}
+
+impl Features {
+    fn probe() -> Features {
+        let has = |sub: &str| {
+            Command::new(ROADIE)
+                .args([sub, "--help"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        Features {
+            resume: has("resume"),
+            set: has("set"),
+            template: has("template"),
+        }
+    }
+}
+
+/// Everything the workers share.
+struct Suite {
+    examples_dir: PathBuf,
+    scratch: PathBuf,
+    shims: PathBuf,
+    isolation: Isolation,
+    features: Features,
+    /// file -> [(node display name, parameter, value)] for `roadie set`.
+    suspend_outputs: HashMap<String, Vec<(String, String, String)>>,
+}
+
+/// One example's roadie installation and working directory.
+struct Run<'a> {
+    suite: &'a Suite,
+    home: PathBuf,
+    work: PathBuf,
+    name: String,
+}
+
+impl Run<'_> {
+    fn command(&self, args: &[&str], isolated: bool) -> Command {
+        let mut cmd = if isolated {
+            self.suite.isolation.command(args)
+        } else {
+            let mut c = Command::new(ROADIE);
+            c.args(args);
+            c
+        };
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.current_dir(&self.work)
+            .env("ROADIE_HOME", &self.home)
+            .env_remove("ROADIE_PROFILE")
+            .env("NO_COLOR", "1")
+            .env(
+                "PATH",
+                format!(
+                    "{}:{path}:/usr/games",
+                    self.suite.shims.to_string_lossy()
+                ),
+            )
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs a short roadie command (get, resume, set, template) to completion.
+    fn quick(&self, args: &[&str]) -> (bool, String, String) {
+        match self.command(args, false).output() {
+            Ok(out) => (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ),
+            Err(e) => (false, String::new(), format!("cannot run roadie: {e}")),
+        }
+    }
+
+    fn get(&self) -> Option<Value> {
+        let (ok, stdout, _) = self.quick(&["get", &self.name, "-o", "json"]);
+        if !ok {
+            return None;
+        }
+        serde_json::from_str(&stdout).ok()
+    }
+}
+
+fn phase_of(wf: &Value) -> String {
+    wf["status"]["phase"].as_str().unwrap_or("").to_string()
+}
+
+/// Nodes of `wf` that are suspended waiting for a resume (Suspend nodes
+/// still Running), by display name.
+fn suspended_nodes(wf: &Value) -> Vec<String> {
+    wf["status"]["nodes"]
+        .as_object()
+        .map(|nodes| {
+            nodes
+                .values()
+                .filter(|n| n["type"] == "Suspend" && n["phase"] == "Running")
+                .filter_map(|n| n["displayName"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Why a run did not end as expected: the workflow's message and each failed
+/// leaf node's.
+fn failure_reason(wf: &Value) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(m) = wf["status"]["message"].as_str() {
+        parts.push(m.to_string());
+    }
+    if let Some(nodes) = wf["status"]["nodes"].as_object() {
+        let mut leaves: Vec<String> = nodes
+            .values()
+            .filter(|n| matches!(n["phase"].as_str(), Some("Failed" | "Error")))
+            .filter(|n| {
+                !matches!(
+                    n["type"].as_str(),
+                    Some("Steps" | "DAG" | "StepGroup" | "TaskGroup" | "Retry")
+                )
+            })
+            .map(|n| {
+                format!(
+                    "{}: {}",
+                    n["displayName"].as_str().unwrap_or("?"),
+                    n["message"]
+                        .as_str()
+                        .or(n["phase"].as_str())
+                        .unwrap_or("?")
+                )
+            })
+            .collect();
+        leaves.sort();
+        leaves.dedup();
+        parts.extend(leaves);
+    }
+    parts.join("; ")
+}
+
+fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status();
+}
+
+/// SIGINT, then SIGKILL if roadie has not stopped within 20 s.
+fn stop(child: &mut Child) {
+    signal(child, "INT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c == '\n' || c == '\t' || c == '|' { ' ' } else { c })
+        .collect();
+    let flat = flat.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > max {
+        let cut: String = flat.chars().take(max).collect();
+        format!("{cut}…")
+    } else {
+        flat
+    }
+}
+
+/// Runs one example once and reports what it ended in.
+fn run_example(suite: &Suite, ex: &Example, attempt: u32) -> Outcome {
+    let id = format!("{}-{attempt}", ex.file.trim_end_matches(".yaml").replace('/', "_"));
+    let dir = suite.scratch.join(&id);
+    let _ = fs::remove_dir_all(&dir);
+    let run = Run {
+        suite,
+        home: dir.join("home"),
+        work: dir.join("work"),
+        name: format!(
+            "conf-{}",
+            id.to_lowercase()
+                .replace(['_', '.'], "-")
+                .chars()
+                .take(50)
+                .collect::<String>()
+        ),
+    };
+    fs::create_dir_all(&run.home).expect("scratch home");
+    fs::create_dir_all(&run.work).expect("scratch work dir");
+    let file = suite.examples_dir.join(&ex.file);
+    let started = Instant::now();
+    let mut notes: Vec<String> = Vec::new();
+
+    let source = fs::read_to_string(&file).unwrap_or_default();
+    if suite.features.template && source.contains("emplateRef") {
+        let mut templates: Vec<PathBuf> = fs::read_dir(conformance_dir().join("templates"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        templates.sort();
+        for t in templates {
+            let t = t.to_string_lossy().into_owned();
+            let (ok, _, err) = run.quick(&["template", "create", &t]);
+            if !ok {
+                notes.push(format!("template create {t}: {}", one_line(&err, 120)));
+            }
+        }
+    }
+
+    let stdout = fs::File::create(dir.join("stdout")).expect("stdout file");
+    let stderr = fs::File::create(dir.join("stderr")).expect("stderr file");
+    let file_arg = file.to_string_lossy().into_owned();
+    let mut child = match run
+        .command(&["run", &file_arg, "--quiet", "--name", &run.name], true)
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome {
+                file: ex.file.clone(),
+                expected: ex.expected.clone(),
+                got: "None".into(),
+                seconds: 0,
+                reason: format!("cannot start roadie: {e}"),
+                attempts: attempt,
+            };
+        }
+    };
+
+    let deadline = started + EXAMPLE_TIMEOUT;
+    let mut resumed: Vec<String> = Vec::new();
+    let mut seen_running_at: Option<Instant> = None;
+    let mut timed_out = false;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            stop(&mut child);
+            break;
+        }
+        std::thread::sleep(POLL);
+        let Some(wf) = run.get() else { continue };
+        if ex.expected == "Running" && phase_of(&wf) == "Running" {
+            match seen_running_at {
+                None => seen_running_at = Some(Instant::now()),
+                Some(t) if t.elapsed() >= Duration::from_secs(1) => {
+                    stop(&mut child);
+                    break;
+                }
+                Some(_) => {}
+            }
+        }
+        if suite.features.resume {
+            for node in suspended_nodes(&wf) {
+                if resumed.contains(&node) {
+                    continue;
+                }
+                resumed.push(node.clone());
+                if suite.features.set {
+                    for (n, param, value) in
+                        suite.suspend_outputs.get(&ex.file).into_iter().flatten()
+                    {
+                        if *n == node {
+                            let sel = format!("displayName={node}");
+                            let kv = format!("{param}={value}");
+                            let (ok, _, err) = run.quick(&[
+                                "set",
+                                &run.name,
+                                "--node-field-selector",
+                                &sel,
+                                "--output-parameter",
+                                &kv,
+                            ]);
+                            if !ok {
+                                notes.push(format!("set {kv}: {}", one_line(&err, 120)));
+                            }
+                        }
+                    }
+                }
+                let (ok, _, err) = run.quick(&["resume", &run.name]);
+                if !ok {
+                    notes.push(format!("resume: {}", one_line(&err, 120)));
+                }
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs();
+
+    let wf = run.get();
+    let mut got = wf.as_ref().map(phase_of).unwrap_or_default();
+    if ex.expected == "Running" {
+        // What counts is the phase while it ran, not after the stop.
+        got = if seen_running_at.is_some() {
+            "Running".into()
+        } else if got.is_empty() {
+            "None".into()
+        } else {
+            got
+        };
+    }
+    if got.is_empty() {
+        got = "None".into();
+    }
+    let mut reason = String::new();
+    if got != ex.expected {
+        if timed_out {
+            reason.push_str(&format!("timed out after {}s; ", EXAMPLE_TIMEOUT.as_secs()));
+        }
+        match &wf {
+            Some(wf) => reason.push_str(&failure_reason(wf)),
+            None => {
+                let err = fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+                reason.push_str(&err);
+            }
+        }
+        for n in &notes {
+            reason.push_str("; ");
+            reason.push_str(n);
+        }
+    }
+    Outcome {
+        file: ex.file.clone(),
+        expected: ex.expected.clone(),
+        got,
+        seconds,
+        reason: one_line(&reason, 300),
+        attempts: attempt,
+    }
+}
+
+/// Whether `name` is an executable file in a directory of `$PATH`.
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false)
+}
+
+/// Whether an example draws random numbers, so that one unlucky run proves
+/// nothing (Argo's own retry examples fail two times in three per attempt).
+fn is_random(suite: &Suite, ex: &Example) -> bool {
+    let text = fs::read_to_string(suite.examples_dir.join(&ex.file)).unwrap_or_default();
+    text.contains("random") || text.contains("RANDOM")
+}
+
+fn render(outcomes: &[Outcome], known: &HashMap<String, String>) -> String {
+    let passed = outcomes.iter().filter(|o| o.passed()).count();
+    let mut md = format!(
+        "# roadie conformance: Argo examples\n\n{passed} of {} passed\n\n\
+         | file | expected | got | seconds | reason |\n|---|---|---|---|---|\n",
+        outcomes.len()
+    );
+    for o in outcomes {
+        let mark = if o.passed() {
+            if known.contains_key(&o.file) {
+                " (listed as known: remove it)".to_string()
+            } else {
+                String::new()
+            }
+        } else if known.contains_key(&o.file) {
+            " (known)".to_string()
+        } else {
+            " (NEW)".to_string()
+        };
+        let attempts = if o.attempts > 1 {
+            format!(" (run {})", o.attempts)
+        } else {
+            String::new()
+        };
+        md.push_str(&format!(
+            "| {} | {} | {}{mark}{attempts} | {} | {} |\n",
+            o.file, o.expected, o.got, o.seconds, o.reason
+        ));
+    }
+    md
+}
+
+#[test]
+fn argo_examples_conform() {
+    let examples_dir = shared_dir().join("argo-examples");
+    let expected_tsv = examples_dir.join("expected.tsv");
+    assert!(
+        expected_tsv.is_file(),
+        "no {} (set ROADIE_SHARED_DIR)",
+        expected_tsv.display()
+    );
+
+    let mut examples: Vec<Example> = read_tsv(&expected_tsv, true)
+        .into_iter()
+        .filter(|r| r.len() >= 2)
+        .map(|r| Example {
+            file: r[0].clone(),
+            expected: r[1].clone(),
+            note: r.get(3).cloned().unwrap_or_default(),
+        })
+        .filter(|e| e.expected != "CronWorkflow")
+        .collect();
+    // Optional filter for local use: ROADIE_CONFORMANCE_ONLY=loops,dag-
+    if let Ok(only) = std::env::var("ROADIE_CONFORMANCE_ONLY") {
+        let pats: Vec<&str> = only.split(',').filter(|p| !p.is_empty()).collect();
+        examples.retain(|e| pats.iter().any(|p| e.file.contains(p)));
+    }
+    let filtered = std::env::var_os("ROADIE_CONFORMANCE_ONLY").is_some();
+    // Argo labels its long examples `duration`: start them first so they
+    // overlap with the many short ones instead of trailing at the end.
+    examples.sort_by_key(|e| !e.note.contains("duration"));
+
+    let known: HashMap<String, String> =
+        read_tsv(&conformance_dir().join("known-failures.tsv"), true)
+            .into_iter()
+            .filter(|r| !r.is_empty())
+            .map(|r| (r[0].clone(), r.get(1).cloned().unwrap_or_default()))
+            .collect();
+    let mut suspend_outputs: HashMap<String, Vec<(String, String, String)>> = HashMap::new();
+    for r in read_tsv(&conformance_dir().join("suspend-outputs.tsv"), true) {
+        if let [file, node, param, value] = r.as_slice() {
+            suspend_outputs.entry(file.clone()).or_default().push((
+                node.clone(),
+                param.clone(),
+                value.clone(),
+            ));
+        }
+    }
+
+    let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("conformance");
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch).expect("scratch dir");
+    let suite = Arc::new(Suite {
+        examples_dir,
+        scratch,
+        shims: conformance_dir().join("bin"),
+        isolation: Isolation::probe(),
+        features: Features::probe(),
+        suspend_outputs,
+    });
+    eprintln!(
+        "conformance: {} examples, {CONCURRENCY} at a time; isolation {:?}; roadie has {:?}",
+        examples.len(),
+        suite.isolation,
+        suite.features
+    );
+    for prog in ["python", "node", "cowsay", "argosay", "jq", "curl", "nginx", "busybox"] {
+        if !on_path(prog) {
+            eprintln!("conformance: warning: {prog} is not on PATH; run scripts/setup.sh");
+        }
+    }
+
+    let started = Instant::now();
+    let queue = Arc::new(Mutex::new(examples.iter().cloned().collect::<VecDeque<_>>()));
+    let results = Arc::new(Mutex::new(Vec::<Outcome>::new()));
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let queue = Arc::clone(&queue);
+            let results = Arc::clone(&results);
+            let suite = Arc::clone(&suite);
+            std::thread::spawn(move || {
+                loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                    let Some(ex) = next else { break };
+                    let mut outcome = run_example(&suite, &ex, 1);
+                    if !outcome.passed() && is_random(&suite, &ex) {
+                        outcome = run_example(&suite, &ex, 2);
+                    }
+                    eprintln!(
+                        "conformance: {:<70} {:<9} {:<9} {:>4}s {}",
+                        outcome.file,
+                        outcome.expected,
+                        outcome.got,
+                        outcome.seconds,
+                        outcome.reason
+                    );
+                    results.lock().unwrap_or_else(|e| e.into_inner()).push(outcome);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("conformance worker panicked");
+    }
+    let mut outcomes = Arc::try_unwrap(results)
+        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .unwrap_or_else(|a| a.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    outcomes.sort_by(|a, b| a.file.cmp(&b.file));
+
+    let md = render(&outcomes, &known);
+    let report = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .map(|t| t.join("conformance.md"))
+        .unwrap_or_else(|| PathBuf::from("conformance.md"));
+    if let Err(e) = fs::write(&report, &md) {
+        eprintln!("conformance: cannot write {}: {e}", report.display());
+    }
+    println!("{md}");
+    let mut slowest: Vec<&Outcome> = outcomes.iter().collect();
+    slowest.sort_by_key(|o| std::cmp::Reverse(o.seconds));
+    println!("slowest:");
+    for o in slowest.iter().take(5) {
+        println!("  {:>4}s  {}", o.seconds, o.file);
+    }
+    let passed = outcomes.iter().filter(|o| o.passed()).count();
+    let unexpected: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| !o.passed() && !known.contains_key(&o.file))
+        .collect();
+    let now_passing: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o.passed() && known.contains_key(&o.file))
+        .map(|o| o.file.as_str())
+        .collect();
+    println!(
+        "conformance: {passed}/{} passed in {}s; table in {}",
+        outcomes.len(),
+        started.elapsed().as_secs(),
+        report.display()
+    );
+    if !now_passing.is_empty() {
+        println!(
+            "conformance: these pass now: remove them from tests/conformance/known-failures.tsv \
+             and raise PASS_FLOOR: {}",
+            now_passing.join(", ")
+        );
+    }
+
+    assert!(
+        unexpected.is_empty(),
+        "{} example(s) not listed in tests/conformance/known-failures.tsv did not end as Argo \
+         does:\n{}\n(full table in {})",
+        unexpected.len(),
+        unexpected
+            .iter()
+            .map(|o| format!(
+                "  {}: expected {}, got {} ({})",
+                o.file, o.expected, o.got, o.reason
+            ))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        report.display()
+    );
+    if !filtered {
+        assert!(
+            passed >= PASS_FLOOR,
+            "only {passed} examples passed; at least {PASS_FLOOR} did before (table in {})",
+            report.display()
+        );
+    }
+}
