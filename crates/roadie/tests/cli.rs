@@ -29,6 +29,20 @@ fn exit_codes_follow_the_workflow_phase() {
         "the message should name exit code 3: {}",
         describe_nodes(&wf)
     );
+
+    // A program that does not exist is an Error, and exit code 1 too.
+    let missing = env.roadie(&["run", &fixture("no-such-program.yaml"), "--name", "nope"]);
+    missing.expect_code(1);
+    let wf = env.get_json("nope");
+    assert_eq!(phase(&wf), "Error", "{}", describe_nodes(&wf));
+    assert!(
+        wf["status"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no-such-program-for-roadie-tests"),
+        "the message should name the missing program: {}",
+        describe_nodes(&wf)
+    );
 }
 
 #[test]

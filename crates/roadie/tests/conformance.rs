@@ -97,8 +97,8 @@ impl Outcome {
 /// Reads a tab-separated file, skipping the header line (when `header`),
 /// blank lines and `#` comments.
 fn read_tsv(path: &Path, header: bool) -> Vec<Vec<String>> {
-    let text = fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     text.lines()
         .skip(usize::from(header))
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
@@ -222,10 +222,7 @@ impl Run<'_> {
             .env("NO_COLOR", "1")
             .env(
                 "PATH",
-                format!(
-                    "{}:{path}:/usr/games",
-                    self.suite.shims.to_string_lossy()
-                ),
+                format!("{}:{path}:/usr/games", self.suite.shims.to_string_lossy()),
             )
             .stdin(Stdio::null());
         cmd
@@ -292,10 +289,7 @@ fn failure_reason(wf: &Value) -> String {
                 format!(
                     "{}: {}",
                     n["displayName"].as_str().unwrap_or("?"),
-                    n["message"]
-                        .as_str()
-                        .or(n["phase"].as_str())
-                        .unwrap_or("?")
+                    n["message"].as_str().or(n["phase"].as_str()).unwrap_or("?")
                 )
             })
             .collect();
@@ -330,7 +324,13 @@ fn stop(child: &mut Child) {
 fn one_line(s: &str, max: usize) -> String {
     let flat: String = s
         .chars()
-        .map(|c| if c == '\n' || c == '\t' || c == '|' { ' ' } else { c })
+        .map(|c| {
+            if c == '\n' || c == '\t' || c == '|' {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     let flat = flat.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() > max {
@@ -343,7 +343,10 @@ fn one_line(s: &str, max: usize) -> String {
 
 /// Runs one example once and reports what it ended in.
 fn run_example(suite: &Suite, ex: &Example, attempt: u32) -> Outcome {
-    let id = format!("{}-{attempt}", ex.file.trim_end_matches(".yaml").replace('/', "_"));
+    let id = format!(
+        "{}-{attempt}",
+        ex.file.trim_end_matches(".yaml").replace('/', "_")
+    );
     let dir = suite.scratch.join(&id);
     let _ = fs::remove_dir_all(&dir);
     let run = Run {
@@ -615,14 +618,18 @@ fn argo_examples_conform() {
         suite.isolation,
         suite.features
     );
-    for prog in ["python", "node", "cowsay", "argosay", "jq", "curl", "nginx", "busybox"] {
+    for prog in [
+        "python", "node", "cowsay", "argosay", "jq", "curl", "nginx", "busybox",
+    ] {
         if !on_path(prog) {
             eprintln!("conformance: warning: {prog} is not on PATH; run scripts/setup.sh");
         }
     }
 
     let started = Instant::now();
-    let queue = Arc::new(Mutex::new(examples.iter().cloned().collect::<VecDeque<_>>()));
+    let queue = Arc::new(Mutex::new(
+        examples.iter().cloned().collect::<VecDeque<_>>(),
+    ));
     let results = Arc::new(Mutex::new(Vec::<Outcome>::new()));
     let workers: Vec<_> = (0..CONCURRENCY)
         .map(|_| {
@@ -645,7 +652,10 @@ fn argo_examples_conform() {
                         outcome.seconds,
                         outcome.reason
                     );
-                    results.lock().unwrap_or_else(|e| e.into_inner()).push(outcome);
+                    results
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(outcome);
                 }
             })
         })

@@ -470,3 +470,45 @@ fn looped_daemons_publish_the_list_of_their_addresses() {
     assert_eq!(ips.len(), 3, "{ips:?}");
     assert!(ips.iter().all(|ip| !ip.is_empty()), "{ips:?}");
 }
+
+/// The workflow's activeDeadlineSeconds stops the daemon too, with the
+/// grace period of the workflow-level podSpecPatch before SIGKILL.
+#[test]
+fn workflow_deadline_stops_daemons_after_the_workflow_grace() {
+    let env = Env::new();
+    let marker = unique_marker();
+    let (out, wf) = env.run_json(
+        &fixture("deadline.yaml"),
+        "deadline",
+        &["-p", &format!("marker={marker}")],
+    );
+    out.expect_code(1);
+    assert_eq!(phase(&wf), "Failed", "{}", describe_nodes(&wf));
+    assert!(
+        wf["status"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("duration"),
+        "the message should name the deadline: {}",
+        describe_nodes(&wf)
+    );
+    let gone = wait_for(Duration::from_secs(5), || {
+        processes_with_arg(&marker).is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "{:?} left", processes_with_arg(&marker));
+    let started = time(&wf["status"], "startedAt");
+    let svc = node(&wf, "svc");
+    assert!(
+        time(svc, "finishedAt") - started >= chrono::Duration::seconds(3),
+        "the daemon ignoring SIGTERM ended before deadline (2 s) + grace (1 s): {}",
+        describe_nodes(&wf)
+    );
+    assert_eq!(
+        node(&wf, "long")["phase"],
+        "Failed",
+        "{}",
+        describe_nodes(&wf)
+    );
+    assert_all_nodes_completed(&wf);
+    assert_times_nest(&wf);
+}
