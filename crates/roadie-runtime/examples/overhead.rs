@@ -1,6 +1,6 @@
-//! Prints how much wall time roadie adds to a step beyond fork/exec/wait, by running
-//! `true` N times directly (std::process) and N times as roadie steps.
-//! Figures only; nothing is asserted.
+//! Prints how much time roadie adds to a step beyond fork/exec/wait, by running
+//! `echo hello` N times directly (std::process) and N times as roadie steps (which also
+//! write a log file each). Figures only; nothing is asserted.
 //!
 //! `cargo run --release -p roadie-runtime --example overhead -- [N]`
 
@@ -63,7 +63,9 @@ async fn main() {
     }
     let parallel = t.elapsed() / n;
 
-    println!("steps: {n} x `true`; wall time and roadie-process CPU time (user+sys) per step");
+    println!(
+        "steps: {n} x `echo hello`; wall time and roadie-process CPU time (user+sys) per step"
+    );
     println!("std::process, posix_spawn: {raw_spawn:>9.1?} wall {raw_spawn_cpu:>9.1?} cpu");
     println!("std::process, fork:        {raw:>9.1?} wall {raw_cpu:>9.1?} cpu");
     println!("roadie step, sequential:   {roadie:>9.1?} wall {roadie_cpu:>9.1?} cpu");
@@ -91,26 +93,28 @@ fn cpu() -> Duration {
 }
 
 fn raw_true() {
-    let status = Command::new("true")
+    let status = Command::new("echo")
+        .arg("hello")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .status()
-        .expect("spawn true");
+        .expect("spawn echo");
     assert!(status.success());
 }
 
 fn forked_true() {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new("true");
-    cmd.stdin(Stdio::null())
+    let mut cmd = Command::new("echo");
+    cmd.arg("hello")
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // SAFETY: the hook does nothing.
     unsafe {
         cmd.pre_exec(|| Ok(()));
     }
-    assert!(cmd.status().expect("spawn true").success());
+    assert!(cmd.status().expect("spawn echo").success());
 }
 
 fn launch(dir: &std::path::Path, key: &str) -> StepLaunch {
@@ -122,7 +126,7 @@ fn launch(dir: &std::path::Path, key: &str) -> StepLaunch {
     };
     StepLaunch {
         key: key.to_owned(),
-        argv: vec!["true".to_owned()],
+        argv: vec!["echo".to_owned(), "hello".to_owned()],
         log_path,
         ..StepLaunch::default()
     }

@@ -55,7 +55,8 @@ pub struct StepLaunch {
     /// The step's current directory; roadie's own when `None`.
     pub working_dir: Option<PathBuf>,
     /// Where stdout and stderr go, interleaved line by line as they arrive (appended).
-    /// Missing parent directories are created.
+    /// Created, with missing parent directories, at the step's first output (or with the
+    /// reason it could not start): a step that prints nothing leaves no file.
     pub log_path: PathBuf,
     /// Output parameters: read after exit (one trailing newline trimmed); a missing file is
     /// `None`. Relative paths are relative to `working_dir`.

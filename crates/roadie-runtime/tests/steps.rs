@@ -482,3 +482,14 @@ async fn escaped_descendants_holding_the_output_are_killed() {
         "escaped process {escaped} survived"
     );
 }
+
+/// The log file appears with the first output; a silent step leaves none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_steps_leave_no_log_file() {
+    let mut h = Harness::new();
+    let exit = h.run(h.launch("silent", &["true"])).await;
+    assert_eq!(exit.stdout, "");
+    assert!(!h.path("logs/silent.log").exists());
+    h.run(h.launch("chatty", &["echo", "hi"])).await;
+    assert_eq!(h.log("chatty"), "hi\n");
+}
