@@ -17,6 +17,31 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// PostgreSQL refused, or the connection to it failed. `db` is the
+    /// server's URL with any password removed.
+    #[error("{}: {context}: {}", db.display(), postgres_message(source))]
+    Postgres {
+        db: PathBuf,
+        context: String,
+        #[source]
+        source: postgres::Error,
+    },
+    /// A store URL that is neither `postgres://...`, `postgresql://...`,
+    /// `sqlite:///path` nor a plain file path.
+    #[error("invalid store URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    /// A worker wrote to a workflow it no longer holds: its lease was taken
+    /// over by another worker (after it expired or the worker was declared
+    /// dead), or the workflow was completed, released or deleted. The worker
+    /// must stop driving it; the other worker's record is left untouched.
+    #[error("workflow {uid} is no longer held by {owner} in {} ({holder})", db.display())]
+    LeaseLost {
+        uid: String,
+        owner: String,
+        /// Who holds it now, for messages: `held by "h:1:0"`, `queued`, `not in the queue`.
+        holder: String,
+        db: PathBuf,
+    },
     /// A file or directory could not be created or read.
     #[error("{}: {context}: {source}", path.display())]
     Io {
@@ -69,6 +94,33 @@ pub enum StoreError {
         "cannot tell where to keep roadie's files: set ROADIE_HOME (or XDG_DATA_HOME, or HOME)"
     )]
     NoHome,
+}
+
+/// postgres::Error's own Display says only "db error" for server errors; the
+/// server's message (and detail) is what a user needs.
+fn postgres_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{}: {} ({detail})", db.code().code(), db.message()),
+            None => format!("{}: {}", db.code().code(), db.message()),
+        },
+        None => e.to_string(),
+    }
+}
+
+/// Attaches the server URL and what was being done to a postgres error.
+pub(crate) trait PgContext<T> {
+    fn ctx(self, db: &std::path::Path, context: impl FnOnce() -> String) -> Result<T, StoreError>;
+}
+
+impl<T> PgContext<T> for Result<T, postgres::Error> {
+    fn ctx(self, db: &std::path::Path, context: impl FnOnce() -> String) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Postgres {
+            db: db.to_path_buf(),
+            context: context(),
+            source,
+        })
+    }
 }
 
 /// Attaches the database path and what was being done to a rusqlite error.

@@ -6,9 +6,18 @@
 //! stores what the driver hands it, in one transaction per call, so a crash at
 //! any moment leaves a readable record.
 //!
-//! SQLite is the backend today (one file per profile, `roadie.db`). A
-//! PostgreSQL backend for several machines will sit behind the same [`Store`]
-//! methods; all SQL lives in the `sqlite` module so it can be mirrored.
+//! Two backends sit behind the same [`Store`] methods: SQLite, the default
+//! (one file per profile, `roadie.db`), and PostgreSQL, which lets daemons on
+//! several machines share one queue ([`Store::open_url`]). The `sqlite` and
+//! `pg` modules hold all the SQL, one mirroring the other.
+//!
+//! The daemon's workers take workflows from a durable queue with leases:
+//! [`Store::submit_workflow`] queues, [`Store::claim_workflows`] takes the
+//! oldest queued (or lease-expired) workflows for one worker, exactly once,
+//! [`Store::heartbeat`] renews leases and reports workflows taken over by
+//! another worker, [`Store::save_progress_as`] refuses writes from a worker
+//! that lost its lease, and [`Store::complete_workflow`] takes a finished
+//! workflow off the queue.
 //!
 //! ```
 //! use roadie_store::{NewWorkflow, Profile, Store, WorkflowStatusSummary, ListFilter};
@@ -52,24 +61,29 @@
 //! # }
 //! ```
 
+mod codec;
 mod error;
 mod model;
+mod pg;
 mod profile;
 mod sqlite;
 
 use std::path::Path;
+use std::time::Duration;
 
 pub use error::StoreError;
 pub use model::{
-    ListFilter, NewWorkflow, NodeLog, StoredWorkflow, WorkflowStatusSummary, WorkflowSummary,
+    ListFilter, NewWorkflow, NodeLog, QueueDepth, StoredWorkflow, WorkflowStatusSummary,
+    WorkflowSummary,
 };
 pub use profile::{
     DEFAULT_PROFILE, MAX_PROFILE_NAME_LEN, Profile, ProfileEnv, validate_profile_name,
 };
 
-use roadie_spec::{NodeStatus, WorkflowStatus};
+use roadie_spec::{NodeStatus, Time, WorkflowStatus};
 
-/// The schema version (`PRAGMA user_version`) this build writes.
+/// The schema version this build writes (SQLite: `PRAGMA user_version`;
+/// PostgreSQL: the `roadie_schema` table).
 pub const SCHEMA_VERSION: i64 = sqlite::SCHEMA_VERSION;
 
 /// Durable state of one profile. Cheap to share between threads (`&Store` is
@@ -81,9 +95,20 @@ pub struct Store {
     backend: Backend,
 }
 
-/// The backends a `Store` can use. PostgreSQL will be the second variant.
+/// The backends a `Store` can use.
 enum Backend {
     Sqlite(sqlite::SqliteStore),
+    Postgres(Box<pg::PgStore>),
+}
+
+/// Calls the same method on whichever backend the store has.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &$self.backend {
+            Backend::Sqlite(s) => s.$method($($arg),*),
+            Backend::Postgres(p) => p.$method($($arg),*),
+        }
+    };
 }
 
 impl Store {
@@ -103,19 +128,57 @@ impl Store {
         Store::open(&profile.db_path())
     }
 
-    /// The database file, for messages.
-    pub fn path(&self) -> &Path {
-        match &self.backend {
-            Backend::Sqlite(s) => s.path(),
+    /// Opens the store a URL names:
+    /// - `postgres://user@host:port/db` (or `postgresql://...`): a PostgreSQL
+    ///   database, which several daemons, on several machines, may share;
+    ///   its schema is created or migrated as with SQLite;
+    /// - `sqlite:///abs/path/roadie.db` or a plain path: [`Store::open`].
+    ///
+    /// PostgreSQL is reached with a blocking client, like SQLite: from async
+    /// code, call the store on a blocking thread (`spawn_blocking`).
+    pub fn open_url(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Store {
+                backend: Backend::Postgres(Box::new(pg::PgStore::open(url)?)),
+            });
         }
+        if let Some(rest) = url.strip_prefix("sqlite://") {
+            if rest.is_empty() {
+                return Err(StoreError::InvalidUrl {
+                    url: url.to_string(),
+                    reason: "no file path after sqlite:// (write sqlite:///abs/path/roadie.db)"
+                        .into(),
+                });
+            }
+            return Store::open(Path::new(rest));
+        }
+        if let Some((scheme, _)) = url.split_once("://") {
+            return Err(StoreError::InvalidUrl {
+                url: url.to_string(),
+                reason: format!(
+                    "unknown scheme {scheme:?}: use postgres://, postgresql://, sqlite:// or a file path"
+                ),
+            });
+        }
+        Store::open(Path::new(url))
+    }
+
+    /// The database file, or for PostgreSQL its URL without the password,
+    /// for messages.
+    pub fn path(&self) -> &Path {
+        dispatch!(self.path())
+    }
+
+    /// Whether this store is PostgreSQL (shared between machines) rather than
+    /// a SQLite file.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
     }
 
     /// Stores a newly submitted workflow in phase `Pending`, with no nodes.
     /// `AlreadyExists` if its name or uid is taken.
     pub fn create_workflow(&self, rec: &NewWorkflow) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.create_workflow(rec),
-        }
+        dispatch!(self.create_workflow(rec))
     }
 
     /// Called by the driver on every state change: writes the workflow-level
@@ -128,43 +191,33 @@ impl Store {
         status: &WorkflowStatusSummary,
         changed_nodes: &[NodeStatus],
     ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.save_progress(uid, status, changed_nodes),
-        }
+        self.save_progress_as(None, uid, status, changed_nodes)
     }
 
     /// Replaces the whole status, node tree included: nodes absent from
     /// `status.nodes` are deleted. For `retry`/`resubmit`, which drop nodes;
     /// the running driver should use [`Store::save_progress`].
     pub fn replace_status(&self, uid: &str, status: &WorkflowStatus) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.replace_status(uid, status),
-        }
+        dispatch!(self.replace_status(uid, status))
     }
 
     /// The workflow with this uid, else with this name: its manifest and its
     /// full status with the node tree. `None` if there is neither.
     pub fn get_workflow(&self, name_or_uid: &str) -> Result<Option<StoredWorkflow>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.get_workflow(name_or_uid),
-        }
+        dispatch!(self.get_workflow(name_or_uid))
     }
 
     /// Workflows matching `filter`, newest (by creation time) first. Reads no
     /// manifests and no nodes.
     pub fn list_workflows(&self, filter: &ListFilter) -> Result<Vec<WorkflowSummary>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.list_workflows(filter),
-        }
+        dispatch!(self.list_workflows(filter))
     }
 
     /// Deletes the workflow (by uid, else name) with its nodes and log
     /// records; `false` if there was none. Log files are the caller's to remove
     /// (read [`Store::node_logs`] first).
     pub fn delete_workflow(&self, name_or_uid: &str) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.delete_workflow(name_or_uid),
-        }
+        dispatch!(self.delete_workflow(name_or_uid))
     }
 
     /// Records (or replaces) where the log of node `node_id` of workflow `uid`
@@ -176,17 +229,139 @@ impl Store {
         display_name: &str,
         path: &Path,
     ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.set_node_log(uid, node_id, display_name, path),
-        }
+        dispatch!(self.set_node_log(uid, node_id, display_name, path))
     }
 
     /// The log files of workflow `uid`, in the order they were first recorded.
     /// Empty for an unknown uid.
     pub fn node_logs(&self, uid: &str) -> Result<Vec<NodeLog>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.node_logs(uid),
+        dispatch!(self.node_logs(uid))
+    }
+}
+
+/// The daemon's queue. A workflow is in the queue from submission until
+/// [`Store::complete_workflow`]; while in it, it is either queued (no owner)
+/// or running under one owner's lease. Owners are worker names, unique per
+/// worker process (`host:pid:index`), so a restarted worker never inherits
+/// the leases of the process it replaces.
+impl Store {
+    /// Like [`Store::save_progress`], but when `owner` is given the write is
+    /// refused with [`StoreError::LeaseLost`] unless `owner` holds the
+    /// workflow's lease at the moment of writing (checked in the same
+    /// transaction). A worker whose lease was taken over can therefore never
+    /// overwrite the record the new owner is writing. `None` writes
+    /// unconditionally, as `save_progress` does.
+    pub fn save_progress_as(
+        &self,
+        owner: Option<&str>,
+        uid: &str,
+        status: &WorkflowStatusSummary,
+        changed_nodes: &[NodeStatus],
+    ) -> Result<(), StoreError> {
+        dispatch!(self.save_progress(owner, uid, status, changed_nodes))
+    }
+
+    /// Stores a submitted workflow (as [`Store::create_workflow`] does, phase
+    /// `Pending`) and queues it, in one transaction. `AlreadyExists` if its
+    /// name or uid is taken.
+    pub fn submit_workflow(&self, rec: &NewWorkflow) -> Result<(), StoreError> {
+        self.submit_workflows(std::slice::from_ref(rec))
+    }
+
+    /// Stores and queues many workflows in one transaction: all or none (one
+    /// taken name fails the batch). Queue order is slice order.
+    pub fn submit_workflows(&self, recs: &[NewWorkflow]) -> Result<(), StoreError> {
+        if recs.is_empty() {
+            return Ok(());
         }
+        dispatch!(self.submit_workflows(recs))
+    }
+
+    /// Queues a workflow already stored (for `retry`, which runs it again).
+    /// Does nothing if it is already queued or running; `NotFound` for an
+    /// unknown uid.
+    pub fn enqueue_workflow(&self, uid: &str) -> Result<(), StoreError> {
+        dispatch!(self.enqueue_workflow(uid))
+    }
+
+    /// Claims up to `max` workflows for `owner`: first those whose lease
+    /// expired before `now` (their worker is presumed dead; earliest expiry
+    /// first), then queued ones, oldest first. Each gets `lease_until = now +
+    /// lease`. Returns them with manifest, parameters and current status: a
+    /// workflow taken over from a dead worker has nodes, and resumes from
+    /// them.
+    ///
+    /// Exactly once: while a lease is live no other claim, from this process
+    /// or any other (or, on PostgreSQL, any machine), returns the workflow.
+    /// SQLite takes the database write lock for the claim; PostgreSQL locks
+    /// the chosen rows with `FOR UPDATE SKIP LOCKED`, so concurrent claims
+    /// take different rows instead of waiting for each other. A workflow
+    /// taken from another owner is reported to it by its next
+    /// [`Store::heartbeat`].
+    pub fn claim_workflows(
+        &self,
+        owner: &str,
+        max: usize,
+        lease: Duration,
+        now: Time,
+    ) -> Result<Vec<StoredWorkflow>, StoreError> {
+        dispatch!(self.claim_workflows(owner, max, lease, now))
+    }
+
+    /// Extends to `now + lease` the lease of every workflow `owner` holds,
+    /// and returns (sorted) the uids it lost since its last heartbeat: taken
+    /// over by another owner after its lease expired, or deleted. The worker
+    /// must stop driving those at once (its writes through
+    /// [`Store::save_progress_as`] are refused anyway).
+    pub fn heartbeat(
+        &self,
+        owner: &str,
+        lease: Duration,
+        now: Time,
+    ) -> Result<Vec<String>, StoreError> {
+        dispatch!(self.heartbeat(owner, lease, now))
+    }
+
+    /// Hands workflows back to the queue (a worker stopping gracefully):
+    /// owner cleared, queued again, keeping their place in queue order. Uids
+    /// `owner` does not hold are left alone.
+    pub fn release_workflows(&self, owner: &str, uids: &[String]) -> Result<(), StoreError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self.release_workflows(owner, uids))
+    }
+
+    /// Hands back everything `owner` holds and returns how many. The
+    /// supervisor calls it when a worker process died, so its workflows move
+    /// to another worker at once instead of when the lease runs out.
+    pub fn release_owner(&self, owner: &str) -> Result<usize, StoreError> {
+        dispatch!(self.release_owner(owner))
+    }
+
+    /// A workflow finished: it leaves the queue, and commands not yet taken
+    /// are dropped. The workflow's record stays. Nothing happens if it was
+    /// not queued.
+    pub fn complete_workflow(&self, uid: &str) -> Result<(), StoreError> {
+        dispatch!(self.complete_workflow(uid))
+    }
+
+    /// How many workflows are queued and how many are held by workers.
+    pub fn queue_depth(&self) -> Result<QueueDepth, StoreError> {
+        dispatch!(self.queue_depth())
+    }
+
+    /// Sends a command (stop, terminate, suspend, resume, set, ... as JSON;
+    /// the daemon defines their shape) to workflow `uid`; its worker takes
+    /// it with [`Store::take_commands`]. `NotFound` for an unknown uid.
+    pub fn push_command(&self, uid: &str, command: &serde_json::Value) -> Result<(), StoreError> {
+        dispatch!(self.push_command(uid, command))
+    }
+
+    /// Removes and returns the commands sent to `uid`, oldest first. Each
+    /// command is returned by exactly one call.
+    pub fn take_commands(&self, uid: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        dispatch!(self.take_commands(uid))
     }
 }
 

@@ -90,3 +90,14 @@ pub struct NodeLog {
     pub display_name: String,
     pub path: PathBuf,
 }
+
+/// How many workflows wait in the queue and how many workers hold, for
+/// `roadie daemon status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Submitted (or handed back) and not claimed by any worker.
+    pub queued: usize,
+    /// Claimed by a worker, whether or not its lease is still live (an
+    /// expired lease is claimed again by the next worker that asks).
+    pub running: usize,
+}

@@ -1,42 +1,52 @@
-//! The SQLite backend. All SQL of the crate lives in this module, so that a
-//! PostgreSQL backend can be written next to it by reading one file.
+//! The SQLite backend. Its SQL is mirrored, statement for statement, by the
+//! PostgreSQL backend in `pg.rs`; the two keep the same tables and
+//! columns so a reader of one knows the other.
 //!
-//! Layout (schema version 1):
+//! Layout (schema version 2):
 //! - `workflows`: one row per workflow; the manifest as JSON, the workflow-level
 //!   status in plain columns so `list` never parses JSON.
 //! - `nodes`: one row per node, `(workflow_uid, node_id)` → NodeStatus JSON.
 //!   The driver upserts only the nodes that changed, so a step finishing in a
 //!   1000-node DAG writes one row, not 1000.
 //! - `node_logs`: node → log file, for `roadie logs`.
+//! - `queue`: submitted workflows not yet finished, `queued` or `running`
+//!   under a worker's lease; `lost_leases`: workflows taken over from a
+//!   worker, until its next heartbeat learns of it; `commands`: stop,
+//!   suspend, ... sent to a running workflow, consumed by its worker.
 //!
 //! Concurrency: WAL, so readers never block the writer; every write runs in a
 //! `BEGIN IMMEDIATE` transaction, which takes the write lock up front and
 //! therefore waits on `busy_timeout` instead of failing with SQLITE_BUSY on a
-//! read-to-write upgrade. `synchronous=NORMAL`: a power cut may lose the last
-//! commits but never corrupts the file, and a process crash loses nothing.
+//! read-to-write upgrade. The same lock makes claims exactly-once: a claim
+//! reads and takes its rows while no other connection can write.
+//! `synchronous=NORMAL`: a power cut may lose the last commits but never
+//! corrupts the file, and a process crash loses nothing.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use roadie_spec::{NodeStatus, Time, Workflow, WorkflowPhase, WorkflowStatus};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
+use crate::codec::{
+    self, QUEUED, RUNNING, corrupt, lease_micros, lease_until, not_found, opt_time_from_sql,
+    phase_from_sql, time_from_sql, time_to_sql,
+};
 use crate::error::SqlContext;
 use crate::{
-    ListFilter, NewWorkflow, NodeLog, StoreError, StoredWorkflow, WorkflowStatusSummary,
-    WorkflowSummary,
+    ListFilter, NewWorkflow, NodeLog, QueueDepth, StoreError, StoredWorkflow,
+    WorkflowStatusSummary, WorkflowSummary,
 };
 
 /// How long a write waits for another process holding the write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Schema migrations; entry `i` takes `PRAGMA user_version` from `i` to `i+1`.
-/// Append only: a released migration is never edited. The submission queue
-/// (with lease columns for daemon workers) will be migration 2.
+/// Append only: a released migration is never edited. The PostgreSQL backend
+/// mirrors each migration in its own dialect (`pg.rs`).
 const MIGRATIONS: &[&str] = &[
     // 1: workflows, their nodes, and where node logs are.
     r#"
@@ -71,6 +81,35 @@ const MIGRATIONS: &[&str] = &[
         path         BLOB NOT NULL,            -- raw OS bytes: paths need not be UTF-8
         UNIQUE (workflow_uid, node_id)
     );
+    "#,
+    // 2: the submission queue with worker leases, leases taken over from
+    // their owners (reported by the owner's next heartbeat), and commands to
+    // running workflows.
+    r#"
+    CREATE TABLE queue (
+        id           INTEGER PRIMARY KEY,      -- queue order: claims take the oldest first
+        workflow_uid TEXT NOT NULL UNIQUE REFERENCES workflows (uid),
+        state        TEXT NOT NULL,            -- 'queued' | 'running'
+        owner        TEXT,                     -- the worker holding it while running
+        lease_until  INTEGER                   -- microseconds since the epoch; NULL while queued
+    );
+    -- Claims read the oldest queued rows and the earliest expired leases:
+    -- one partial index each, so a claim touches only the rows it takes.
+    CREATE INDEX queue_queued ON queue (id) WHERE state = 'queued';
+    CREATE INDEX queue_leases ON queue (lease_until, id) WHERE state = 'running';
+    CREATE INDEX queue_owner ON queue (owner) WHERE owner IS NOT NULL;
+    CREATE TABLE lost_leases (
+        owner        TEXT NOT NULL,            -- the worker that lost the workflow
+        workflow_uid TEXT NOT NULL,
+        lost_at      INTEGER NOT NULL,         -- microseconds since the epoch
+        PRIMARY KEY (owner, workflow_uid)
+    ) WITHOUT ROWID;
+    CREATE TABLE commands (
+        id           INTEGER PRIMARY KEY,      -- order in which they were pushed
+        workflow_uid TEXT NOT NULL REFERENCES workflows (uid),
+        command      TEXT NOT NULL             -- JSON
+    );
+    CREATE INDEX commands_workflow ON commands (workflow_uid, id);
     "#,
 ];
 
@@ -111,12 +150,40 @@ const UPSERT_NODE_LOG: &str = "INSERT INTO node_logs (workflow_uid, node_id, dis
 const SELECT_NODE_LOGS: &str =
     "SELECT node_id, display_name, path FROM node_logs WHERE workflow_uid = ?1 ORDER BY id";
 
+const ENQUEUE: &str = "INSERT INTO queue (workflow_uid, state) VALUES (?1, 'queued')
+    ON CONFLICT (workflow_uid) DO NOTHING";
+
+/// Leases that ran out, earliest first (their workflows waited longest).
+/// The literal state matches the partial index `queue_leases`.
+const SELECT_EXPIRED: &str = "SELECT workflow_uid, owner FROM queue
+    WHERE state = 'running' AND lease_until < ?1 ORDER BY lease_until, id LIMIT ?2";
+
+/// Queued workflows, oldest first, through the partial index `queue_queued`.
+const SELECT_QUEUED: &str =
+    "SELECT workflow_uid FROM queue WHERE state = 'queued' ORDER BY id LIMIT ?1";
+
+const TAKE: &str = "UPDATE queue SET state = 'running', owner = ?2, lease_until = ?3
+    WHERE workflow_uid = ?1";
+
+const RECORD_LOST: &str = "INSERT INTO lost_leases (owner, workflow_uid, lost_at)
+    VALUES (?1, ?2, ?3)
+    ON CONFLICT (owner, workflow_uid) DO UPDATE SET lost_at = excluded.lost_at";
+
+const SELECT_HOLDER: &str = "SELECT state, owner FROM queue WHERE workflow_uid = ?1";
+
 /// One SQLite connection behind a mutex, so a `Store` can be shared between
 /// threads. Separate processes (or separate `Store`s) each have their own
 /// connection and coordinate through SQLite's file locks.
 pub(crate) struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+}
+
+/// A workflow as encoded for insertion: JSON done before the write lock.
+struct EncodedWorkflow<'a> {
+    rec: &'a NewWorkflow,
+    manifest: String,
+    parameters: String,
 }
 
 impl SqliteStore {
@@ -177,15 +244,40 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(crate) fn create_workflow(&self, rec: &NewWorkflow) -> Result<(), StoreError> {
+    fn encode_new<'a>(&self, rec: &'a NewWorkflow) -> Result<EncodedWorkflow<'a>, StoreError> {
         let db = self.path.as_path();
-        let manifest = self.encode(&rec.manifest, || {
-            format!("manifest of workflow {:?}", rec.name)
-        })?;
-        let parameters = self.encode(&rec.parameters, || {
-            format!("parameters of workflow {:?}", rec.name)
-        })?;
-        let ctx = || format!("creating workflow {:?}", rec.name);
+        Ok(EncodedWorkflow {
+            rec,
+            manifest: codec::encode(db, &rec.manifest, || {
+                format!("manifest of workflow {:?}", rec.name)
+            })?,
+            parameters: codec::encode(db, &rec.parameters, || {
+                format!("parameters of workflow {:?}", rec.name)
+            })?,
+        })
+    }
+
+    pub(crate) fn create_workflow(&self, rec: &NewWorkflow) -> Result<(), StoreError> {
+        self.insert_workflows(std::slice::from_ref(rec), false)
+    }
+
+    pub(crate) fn submit_workflows(&self, recs: &[NewWorkflow]) -> Result<(), StoreError> {
+        self.insert_workflows(recs, true)
+    }
+
+    /// Inserts `recs` (and queues them if `queue`) in one transaction: all
+    /// or none.
+    fn insert_workflows(&self, recs: &[NewWorkflow], queue: bool) -> Result<(), StoreError> {
+        let db = self.path.as_path();
+        // Encode before taking the lock: JSON work need not hold up other writers.
+        let encoded = recs
+            .iter()
+            .map(|r| self.encode_new(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ctx = || match recs {
+            [one] => format!("creating workflow {:?}", one.name),
+            _ => format!("creating {} workflows", recs.len()),
+        };
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -196,39 +288,61 @@ impl SqliteStore {
             let mut find = tx
                 .prepare_cached("SELECT name FROM workflows WHERE name = ?1 OR uid = ?2 LIMIT 1")
                 .ctx(db, ctx)?;
-            let existing: Option<String> = find
-                .query_row(params![rec.name, rec.uid], |r| r.get(0))
-                .optional()
-                .ctx(db, ctx)?;
-            if let Some(existing) = existing {
-                let name = if existing == rec.name {
-                    existing
-                } else {
-                    format!("{} (uid {})", rec.name, rec.uid)
-                };
-                return Err(StoreError::AlreadyExists {
-                    name,
-                    db: db.to_path_buf(),
-                });
+            let mut insert = tx.prepare_cached(INSERT_WORKFLOW).ctx(db, ctx)?;
+            let mut enqueue = tx.prepare_cached(ENQUEUE).ctx(db, ctx)?;
+            for e in &encoded {
+                let rec = e.rec;
+                let existing: Option<String> = find
+                    .query_row(params![rec.name, rec.uid], |r| r.get(0))
+                    .optional()
+                    .ctx(db, ctx)?;
+                if let Some(existing) = existing {
+                    return Err(already_exists(db, rec, existing));
+                }
+                insert
+                    .execute(params![
+                        rec.uid,
+                        rec.name,
+                        rec.namespace,
+                        e.manifest,
+                        e.parameters,
+                        WorkflowPhase::Pending.as_str(),
+                        time_to_sql(&rec.created_at),
+                    ])
+                    .ctx(db, ctx)?;
+                if queue {
+                    enqueue.execute(params![rec.uid]).ctx(db, ctx)?;
+                }
             }
-            tx.prepare_cached(INSERT_WORKFLOW)
-                .ctx(db, ctx)?
-                .execute(params![
-                    rec.uid,
-                    rec.name,
-                    rec.namespace,
-                    manifest,
-                    parameters,
-                    WorkflowPhase::Pending.as_str(),
-                    time_to_sql(&rec.created_at),
-                ])
-                .ctx(db, ctx)?;
         }
+        tx.commit().ctx(db, ctx)
+    }
+
+    pub(crate) fn enqueue_workflow(&self, uid: &str) -> Result<(), StoreError> {
+        let db = self.path.as_path();
+        let ctx = || format!("queueing workflow {uid}");
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(db, ctx)?;
+        let exists = tx
+            .prepare_cached(EXISTS_UID)
+            .ctx(db, ctx)?
+            .exists(params![uid])
+            .ctx(db, ctx)?;
+        if !exists {
+            return Err(not_found(db, uid));
+        }
+        tx.prepare_cached(ENQUEUE)
+            .ctx(db, ctx)?
+            .execute(params![uid])
+            .ctx(db, ctx)?;
         tx.commit().ctx(db, ctx)
     }
 
     pub(crate) fn save_progress(
         &self,
+        owner: Option<&str>,
         uid: &str,
         status: &WorkflowStatusSummary,
         changed_nodes: &[NodeStatus],
@@ -240,7 +354,7 @@ impl SqliteStore {
             .map(|n| {
                 Ok((
                     n,
-                    self.encode(n, || format!("node {:?} of workflow {uid}", n.id))?,
+                    codec::encode(db, n, || format!("node {:?} of workflow {uid}", n.id))?,
                 ))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -249,6 +363,9 @@ impl SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx(db, ctx)?;
+        if let Some(owner) = owner {
+            self.check_holder(&tx, uid, owner)?;
+        }
         self.write_status(&tx, uid, status)?;
         {
             let mut upsert = tx.prepare_cached(UPSERT_NODE).ctx(db, ctx)?;
@@ -259,6 +376,27 @@ impl SqliteStore {
             }
         }
         tx.commit().ctx(db, ctx)
+    }
+
+    /// `LeaseLost` unless `owner` holds `uid` now. Runs inside the write
+    /// transaction, so no claim can slip between the check and the write.
+    fn check_holder(&self, conn: &Connection, uid: &str, owner: &str) -> Result<(), StoreError> {
+        let db = self.path.as_path();
+        let holder: Option<(String, Option<String>)> = conn
+            .prepare_cached(SELECT_HOLDER)
+            .ctx(db, || "preparing lease check".into())?
+            .query_row(params![uid], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .ctx(db, || format!("checking the lease of workflow {uid}"))?;
+        match &holder {
+            Some((state, Some(o))) if state == RUNNING && o == owner => Ok(()),
+            _ => Err(codec::lease_lost(
+                db,
+                uid,
+                owner,
+                codec::holder_text(holder.as_ref().map(|(s, o)| (s.as_str(), o.as_deref()))),
+            )),
+        }
     }
 
     pub(crate) fn replace_status(
@@ -274,7 +412,7 @@ impl SqliteStore {
                 Ok((
                     id,
                     n,
-                    self.encode(n, || format!("node {id:?} of workflow {uid}"))?,
+                    codec::encode(db, n, || format!("node {id:?} of workflow {uid}"))?,
                 ))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -320,7 +458,7 @@ impl SqliteStore {
             ])
             .ctx(db, || format!("updating status of workflow {uid}"))?;
         if changed == 0 {
-            return Err(self.not_found(uid));
+            return Err(not_found(db, uid));
         }
         Ok(())
     }
@@ -334,8 +472,22 @@ impl SqliteStore {
         let mut conn = self.conn();
         // One read transaction: the workflow row and its nodes from the same snapshot.
         let tx = conn.transaction().ctx(db, ctx)?;
+        let wf = self.read_workflow(&tx, name_or_uid)?;
+        tx.commit().ctx(db, ctx)?;
+        Ok(wf)
+    }
+
+    /// Reads one workflow with its nodes through `conn` (inside the caller's
+    /// transaction).
+    fn read_workflow(
+        &self,
+        conn: &Connection,
+        name_or_uid: &str,
+    ) -> Result<Option<StoredWorkflow>, StoreError> {
+        let db = self.path.as_path();
+        let ctx = || format!("reading workflow {name_or_uid:?}");
         let row = {
-            let mut stmt = tx.prepare_cached(SELECT_WORKFLOW).ctx(db, ctx)?;
+            let mut stmt = conn.prepare_cached(SELECT_WORKFLOW).ctx(db, ctx)?;
             stmt.query_row(params![name_or_uid], |r| {
                 Ok(WorkflowRow {
                     uid: r.get(0)?,
@@ -357,44 +509,15 @@ impl SqliteStore {
         let Some(row) = row else {
             return Ok(None);
         };
-        let mut nodes = BTreeMap::new();
+        let mut nodes = Vec::new();
         {
-            let mut stmt = tx.prepare_cached(SELECT_NODES).ctx(db, ctx)?;
+            let mut stmt = conn.prepare_cached(SELECT_NODES).ctx(db, ctx)?;
             let mut rows = stmt.query(params![row.uid]).ctx(db, ctx)?;
             while let Some(r) = rows.next().ctx(db, ctx)? {
-                let node_id: String = r.get(0).ctx(db, ctx)?;
-                let json: String = r.get(1).ctx(db, ctx)?;
-                let node: NodeStatus = serde_json::from_str(&json).map_err(|e| {
-                    self.corrupt(format!("node {node_id:?} of workflow {}: {e}", row.uid))
-                })?;
-                nodes.insert(node_id, node);
+                nodes.push((r.get(0).ctx(db, ctx)?, r.get(1).ctx(db, ctx)?));
             }
         }
-        tx.commit().ctx(db, ctx)?;
-        drop(conn);
-
-        let what = |field: &str| format!("{field} of workflow {}", row.uid);
-        let manifest: Workflow = serde_json::from_str(&row.manifest)
-            .map_err(|e| self.corrupt(format!("{}: {e}", what("manifest"))))?;
-        let parameters: BTreeMap<String, String> = serde_json::from_str(&row.parameters)
-            .map_err(|e| self.corrupt(format!("{}: {e}", what("parameters"))))?;
-        let status = WorkflowStatus {
-            phase: self.phase_from_sql(&row.phase, &what("phase"))?,
-            started_at: self.opt_time_from_sql(row.started_at.as_deref(), &what("startedAt"))?,
-            finished_at: self.opt_time_from_sql(row.finished_at.as_deref(), &what("finishedAt"))?,
-            message: row.message,
-            progress: row.progress,
-            nodes,
-        };
-        Ok(Some(StoredWorkflow {
-            created_at: self.time_from_sql(&row.created_at, &what("createdAt"))?,
-            uid: row.uid,
-            name: row.name,
-            namespace: row.namespace,
-            manifest,
-            parameters,
-            status,
-        }))
+        row.decode(db, nodes).map(Some)
     }
 
     pub(crate) fn list_workflows(
@@ -442,24 +565,7 @@ impl SqliteStore {
                 .ctx(db, ctx)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().ctx(db, ctx)?
         };
-        raw.into_iter()
-            .map(|r| {
-                let what = |field: &str| format!("{field} of workflow {}", r.uid);
-                Ok(WorkflowSummary {
-                    phase: self.phase_from_sql(&r.phase, &what("phase"))?,
-                    created_at: self.time_from_sql(&r.created_at, &what("createdAt"))?,
-                    started_at: self
-                        .opt_time_from_sql(r.started_at.as_deref(), &what("startedAt"))?,
-                    finished_at: self
-                        .opt_time_from_sql(r.finished_at.as_deref(), &what("finishedAt"))?,
-                    uid: r.uid,
-                    name: r.name,
-                    namespace: r.namespace,
-                    progress: r.progress,
-                    message: r.message,
-                })
-            })
-            .collect()
+        raw.into_iter().map(|r| r.decode(db)).collect()
     }
 
     pub(crate) fn delete_workflow(&self, name_or_uid: &str) -> Result<bool, StoreError> {
@@ -478,7 +584,18 @@ impl SqliteStore {
         let Some(uid) = uid else {
             return Ok(false);
         };
+        // A worker driving it learns at its next heartbeat that it is gone.
+        tx.prepare_cached(
+            "INSERT INTO lost_leases (owner, workflow_uid, lost_at)
+             SELECT owner, workflow_uid, ?2 FROM queue WHERE workflow_uid = ?1 AND owner IS NOT NULL
+             ON CONFLICT (owner, workflow_uid) DO UPDATE SET lost_at = excluded.lost_at",
+        )
+        .ctx(db, ctx)?
+        .execute(params![uid, lease_micros(&chrono::Utc::now())])
+        .ctx(db, ctx)?;
         for sql in [
+            "DELETE FROM commands WHERE workflow_uid = ?1",
+            "DELETE FROM queue WHERE workflow_uid = ?1",
             "DELETE FROM node_logs WHERE workflow_uid = ?1",
             "DELETE FROM nodes WHERE workflow_uid = ?1",
             "DELETE FROM workflows WHERE uid = ?1",
@@ -511,7 +628,7 @@ impl SqliteStore {
             .exists(params![uid])
             .ctx(db, ctx)?;
         if !exists {
-            return Err(self.not_found(uid));
+            return Err(not_found(db, uid));
         }
         tx.prepare_cached(UPSERT_NODE_LOG)
             .ctx(db, ctx)?
@@ -537,46 +654,270 @@ impl SqliteStore {
         rows.collect::<rusqlite::Result<Vec<_>>>().ctx(db, ctx)
     }
 
-    fn encode<T: serde::Serialize>(
+    pub(crate) fn claim_workflows(
         &self,
-        value: &T,
-        what: impl FnOnce() -> String,
-    ) -> Result<String, StoreError> {
-        serde_json::to_string(value).map_err(|source| StoreError::Encode {
-            db: self.path.clone(),
-            what: what(),
-            source,
+        owner: &str,
+        max: usize,
+        lease: Duration,
+        now: Time,
+    ) -> Result<Vec<StoredWorkflow>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let db = self.path.as_path();
+        let ctx = || format!("claiming workflows for {owner}");
+        let now_us = lease_micros(&now);
+        let until = lease_until(&now, lease);
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let mut conn = self.conn();
+        // The write lock up front: nobody else can claim between our read and our update.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(db, ctx)?;
+        tx.prepare_cached("DELETE FROM lost_leases WHERE lost_at < ?1")
+            .ctx(db, ctx)?
+            .execute(params![
+                now_us.saturating_sub(codec::LOST_LEASE_KEEP_MICROS)
+            ])
+            .ctx(db, ctx)?;
+        let expired: Vec<(String, Option<String>)> = {
+            let mut stmt = tx.prepare_cached(SELECT_EXPIRED).ctx(db, ctx)?;
+            let rows = stmt
+                .query_map(params![now_us, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+                .ctx(db, ctx)?;
+            rows.collect::<rusqlite::Result<_>>().ctx(db, ctx)?
+        };
+        let mut uids: Vec<String> = Vec::with_capacity(max);
+        {
+            let mut record_lost = tx.prepare_cached(RECORD_LOST).ctx(db, ctx)?;
+            for (uid, old) in expired {
+                if let Some(old) = old.filter(|o| o != owner) {
+                    record_lost
+                        .execute(params![old, uid, now_us])
+                        .ctx(db, ctx)?;
+                }
+                uids.push(uid);
+            }
+        }
+        if uids.len() < max {
+            let rest = i64::try_from(max - uids.len()).unwrap_or(i64::MAX);
+            let mut stmt = tx.prepare_cached(SELECT_QUEUED).ctx(db, ctx)?;
+            let rows = stmt
+                .query_map(params![rest], |r| r.get::<_, String>(0))
+                .ctx(db, ctx)?;
+            for uid in rows {
+                uids.push(uid.ctx(db, ctx)?);
+            }
+        }
+        let mut claimed = Vec::with_capacity(uids.len());
+        {
+            let mut take = tx.prepare_cached(TAKE).ctx(db, ctx)?;
+            let mut forget = tx
+                .prepare_cached("DELETE FROM lost_leases WHERE owner = ?1 AND workflow_uid = ?2")
+                .ctx(db, ctx)?;
+            for uid in &uids {
+                take.execute(params![uid, owner, until]).ctx(db, ctx)?;
+                // It may have been lost by this owner before; it holds it again now.
+                forget.execute(params![owner, uid]).ctx(db, ctx)?;
+                match self.read_workflow(&tx, uid)? {
+                    Some(wf) => claimed.push(wf),
+                    None => {
+                        return Err(corrupt(db, format!("queued workflow {uid} has no record")));
+                    }
+                }
+            }
+        }
+        tx.commit().ctx(db, ctx)?;
+        Ok(claimed)
+    }
+
+    pub(crate) fn heartbeat(
+        &self,
+        owner: &str,
+        lease: Duration,
+        now: Time,
+    ) -> Result<Vec<String>, StoreError> {
+        let db = self.path.as_path();
+        let ctx = || format!("renewing the leases of {owner}");
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(db, ctx)?;
+        tx.prepare_cached(
+            "UPDATE queue SET lease_until = ?2 WHERE owner = ?1 AND state = 'running'",
+        )
+        .ctx(db, ctx)?
+        .execute(params![owner, lease_until(&now, lease)])
+        .ctx(db, ctx)?;
+        let lost: Vec<String> = {
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM lost_leases WHERE owner = ?1 RETURNING workflow_uid")
+                .ctx(db, ctx)?;
+            let rows = stmt.query_map(params![owner], |r| r.get(0)).ctx(db, ctx)?;
+            rows.collect::<rusqlite::Result<_>>().ctx(db, ctx)?
+        };
+        tx.commit().ctx(db, ctx)?;
+        let mut lost = lost;
+        lost.sort();
+        Ok(lost)
+    }
+
+    pub(crate) fn release_workflows(&self, owner: &str, uids: &[String]) -> Result<(), StoreError> {
+        let db = self.path.as_path();
+        let ctx = || format!("handing back workflows of {owner}");
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(db, ctx)?;
+        {
+            let mut release = tx
+                .prepare_cached(
+                    "UPDATE queue SET state = 'queued', owner = NULL, lease_until = NULL
+                     WHERE workflow_uid = ?1 AND owner = ?2",
+                )
+                .ctx(db, ctx)?;
+            for uid in uids {
+                release.execute(params![uid, owner]).ctx(db, ctx)?;
+            }
+        }
+        tx.commit().ctx(db, ctx)
+    }
+
+    pub(crate) fn release_owner(&self, owner: &str) -> Result<usize, StoreError> {
+        let db = self.path.as_path();
+        let ctx = || format!("handing back every workflow of {owner}");
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(db, ctx)?;
+        let n = tx
+            .prepare_cached(
+                "UPDATE queue SET state = 'queued', owner = NULL, lease_until = NULL
+                 WHERE owner = ?1",
+            )
+            .ctx(db, ctx)?
+            .execute(params![owner])
+            .ctx(db, ctx)?;
+        tx.commit().ctx(db, ctx)?;
+        Ok(n)
+    }
+
+    pub(crate) fn complete_workflow(&self, uid: &str) -> Result<(), StoreError> {
+        let db = self.path.as_path();
+        let ctx = || format!("taking finished workflow {uid} off the queue");
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(db, ctx)?;
+        for sql in [
+            "DELETE FROM queue WHERE workflow_uid = ?1",
+            "DELETE FROM commands WHERE workflow_uid = ?1",
+        ] {
+            tx.prepare_cached(sql)
+                .ctx(db, ctx)?
+                .execute(params![uid])
+                .ctx(db, ctx)?;
+        }
+        tx.commit().ctx(db, ctx)
+    }
+
+    pub(crate) fn queue_depth(&self) -> Result<QueueDepth, StoreError> {
+        let db = self.path.as_path();
+        let ctx = || "counting the queue".to_string();
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT state, count(*) FROM queue GROUP BY state")
+            .ctx(db, ctx)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .ctx(db, ctx)?;
+        let mut depth = QueueDepth::default();
+        for row in rows {
+            let (state, n) = row.ctx(db, ctx)?;
+            let n = usize::try_from(n).unwrap_or(0);
+            match state.as_str() {
+                QUEUED => depth.queued = n,
+                RUNNING => depth.running = n,
+                other => return Err(corrupt(db, format!("queue state {other:?}"))),
+            }
+        }
+        Ok(depth)
+    }
+
+    pub(crate) fn push_command(
+        &self,
+        uid: &str,
+        command: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let db = self.path.as_path();
+        let json = codec::encode(db, command, || format!("command to workflow {uid}"))?;
+        let ctx = || format!("sending a command to workflow {uid}");
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(db, ctx)?;
+        let exists = tx
+            .prepare_cached(EXISTS_UID)
+            .ctx(db, ctx)?
+            .exists(params![uid])
+            .ctx(db, ctx)?;
+        if !exists {
+            return Err(not_found(db, uid));
+        }
+        tx.prepare_cached("INSERT INTO commands (workflow_uid, command) VALUES (?1, ?2)")
+            .ctx(db, ctx)?
+            .execute(params![uid, json])
+            .ctx(db, ctx)?;
+        tx.commit().ctx(db, ctx)
+    }
+
+    pub(crate) fn take_commands(&self, uid: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        let db = self.path.as_path();
+        let ctx = || format!("reading commands to workflow {uid}");
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(db, ctx)?;
+        let raw: Vec<(i64, String)> = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "DELETE FROM commands WHERE workflow_uid = ?1 RETURNING id, command",
+                )
+                .ctx(db, ctx)?;
+            let rows = stmt
+                .query_map(params![uid], |r| Ok((r.get(0)?, r.get(1)?)))
+                .ctx(db, ctx)?;
+            rows.collect::<rusqlite::Result<_>>().ctx(db, ctx)?
+        };
+        tx.commit().ctx(db, ctx)?;
+        decode_commands(db, uid, raw)
+    }
+}
+
+/// Commands in the order they were pushed (RETURNING gives no order).
+pub(crate) fn decode_commands(
+    db: &Path,
+    uid: &str,
+    mut raw: Vec<(i64, String)>,
+) -> Result<Vec<serde_json::Value>, StoreError> {
+    raw.sort_by_key(|(id, _)| *id);
+    raw.into_iter()
+        .map(|(id, json)| {
+            serde_json::from_str(&json)
+                .map_err(|e| corrupt(db, format!("command {id} to workflow {uid}: {e}")))
         })
-    }
+        .collect()
+}
 
-    fn not_found(&self, name: &str) -> StoreError {
-        StoreError::NotFound {
-            name: name.to_string(),
-            db: self.path.clone(),
-        }
-    }
-
-    fn corrupt(&self, what: String) -> StoreError {
-        StoreError::Corrupt {
-            db: self.path.clone(),
-            what,
-        }
-    }
-
-    fn phase_from_sql(&self, s: &str, what: &str) -> Result<WorkflowPhase, StoreError> {
-        // Through serde, so a phase added to the spec is understood here too.
-        serde_json::from_value(serde_json::Value::String(s.to_string()))
-            .map_err(|_| self.corrupt(format!("{what}: unknown phase {s:?}")))
-    }
-
-    fn time_from_sql(&self, s: &str, what: &str) -> Result<Time, StoreError> {
-        DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| self.corrupt(format!("{what}: bad timestamp {s:?}: {e}")))
-    }
-
-    fn opt_time_from_sql(&self, s: Option<&str>, what: &str) -> Result<Option<Time>, StoreError> {
-        s.map(|s| self.time_from_sql(s, what)).transpose()
+pub(crate) fn already_exists(db: &Path, rec: &NewWorkflow, existing: String) -> StoreError {
+    let name = if existing == rec.name {
+        existing
+    } else {
+        format!("{} (uid {})", rec.name, rec.uid)
+    };
+    StoreError::AlreadyExists {
+        name,
+        db: db.to_path_buf(),
     }
 }
 
@@ -636,72 +977,111 @@ fn user_version(conn: &Connection, db: &Path) -> Result<i64, StoreError> {
         .ctx(db, || "reading schema version".into())
 }
 
-/// Fixed-width RFC 3339 in UTC with nanoseconds: lossless, and text order is
-/// time order, so `ORDER BY created_at` needs no parsing.
-fn time_to_sql(t: &Time) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
-}
-
 #[cfg(unix)]
-fn path_to_sql(p: &Path) -> Vec<u8> {
+pub(crate) fn path_to_sql(p: &Path) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
     p.as_os_str().as_bytes().to_vec()
 }
 
 #[cfg(unix)]
-fn path_from_sql(b: Vec<u8>) -> PathBuf {
+pub(crate) fn path_from_sql(b: Vec<u8>) -> PathBuf {
     use std::os::unix::ffi::OsStringExt;
     PathBuf::from(std::ffi::OsString::from_vec(b))
 }
 
 #[cfg(not(unix))]
-fn path_to_sql(p: &Path) -> Vec<u8> {
+pub(crate) fn path_to_sql(p: &Path) -> Vec<u8> {
     p.to_string_lossy().into_owned().into_bytes()
 }
 
 #[cfg(not(unix))]
-fn path_from_sql(b: Vec<u8>) -> PathBuf {
+pub(crate) fn path_from_sql(b: Vec<u8>) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&b).into_owned())
 }
 
-struct WorkflowRow {
-    uid: String,
-    name: String,
-    namespace: Option<String>,
-    manifest: String,
-    parameters: String,
-    phase: String,
-    created_at: String,
-    started_at: Option<String>,
-    finished_at: Option<String>,
-    message: Option<String>,
-    progress: Option<String>,
+/// A `workflows` row as read, before decoding; shared with the PostgreSQL
+/// backend, which reads the same columns.
+pub(crate) struct WorkflowRow {
+    pub(crate) uid: String,
+    pub(crate) name: String,
+    pub(crate) namespace: Option<String>,
+    pub(crate) manifest: String,
+    pub(crate) parameters: String,
+    pub(crate) phase: String,
+    pub(crate) created_at: String,
+    pub(crate) started_at: Option<String>,
+    pub(crate) finished_at: Option<String>,
+    pub(crate) message: Option<String>,
+    pub(crate) progress: Option<String>,
 }
 
-struct SummaryRow {
-    uid: String,
-    name: String,
-    namespace: Option<String>,
-    phase: String,
-    created_at: String,
-    started_at: Option<String>,
-    finished_at: Option<String>,
-    progress: Option<String>,
-    message: Option<String>,
+impl WorkflowRow {
+    /// Decodes the row and its `(node_id, NodeStatus JSON)` node rows.
+    pub(crate) fn decode(
+        self,
+        db: &Path,
+        node_rows: Vec<(String, String)>,
+    ) -> Result<StoredWorkflow, StoreError> {
+        let row = self;
+        let mut nodes = BTreeMap::new();
+        for (node_id, json) in node_rows {
+            let node: NodeStatus = serde_json::from_str(&json).map_err(|e| {
+                corrupt(db, format!("node {node_id:?} of workflow {}: {e}", row.uid))
+            })?;
+            nodes.insert(node_id, node);
+        }
+        let what = |field: &str| format!("{field} of workflow {}", row.uid);
+        let manifest: Workflow = serde_json::from_str(&row.manifest)
+            .map_err(|e| corrupt(db, format!("{}: {e}", what("manifest"))))?;
+        let parameters: BTreeMap<String, String> = serde_json::from_str(&row.parameters)
+            .map_err(|e| corrupt(db, format!("{}: {e}", what("parameters"))))?;
+        let status = WorkflowStatus {
+            phase: phase_from_sql(db, &row.phase, &what("phase"))?,
+            started_at: opt_time_from_sql(db, row.started_at.as_deref(), &what("startedAt"))?,
+            finished_at: opt_time_from_sql(db, row.finished_at.as_deref(), &what("finishedAt"))?,
+            message: row.message,
+            progress: row.progress,
+            nodes,
+        };
+        Ok(StoredWorkflow {
+            created_at: time_from_sql(db, &row.created_at, &what("createdAt"))?,
+            uid: row.uid,
+            name: row.name,
+            namespace: row.namespace,
+            manifest,
+            parameters,
+            status,
+        })
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A row of `list`, before decoding; shared with the PostgreSQL backend.
+pub(crate) struct SummaryRow {
+    pub(crate) uid: String,
+    pub(crate) name: String,
+    pub(crate) namespace: Option<String>,
+    pub(crate) phase: String,
+    pub(crate) created_at: String,
+    pub(crate) started_at: Option<String>,
+    pub(crate) finished_at: Option<String>,
+    pub(crate) progress: Option<String>,
+    pub(crate) message: Option<String>,
+}
 
-    #[test]
-    fn timestamps_sort_as_text() {
-        let a: Time = "2026-01-02T03:04:05Z".parse().unwrap();
-        let b: Time = "2026-01-02T03:04:05.000000001Z".parse().unwrap();
-        let c: Time = "2026-01-02T03:04:06Z".parse().unwrap();
-        let (sa, sb, sc) = (time_to_sql(&a), time_to_sql(&b), time_to_sql(&c));
-        assert!(sa < sb && sb < sc, "{sa} {sb} {sc}");
-        assert_eq!(sa.len(), sc.len());
-        assert_eq!(DateTime::parse_from_rfc3339(&sb).unwrap(), b);
+impl SummaryRow {
+    pub(crate) fn decode(self, db: &Path) -> Result<WorkflowSummary, StoreError> {
+        let r = self;
+        let what = |field: &str| format!("{field} of workflow {}", r.uid);
+        Ok(WorkflowSummary {
+            phase: phase_from_sql(db, &r.phase, &what("phase"))?,
+            created_at: time_from_sql(db, &r.created_at, &what("createdAt"))?,
+            started_at: opt_time_from_sql(db, r.started_at.as_deref(), &what("startedAt"))?,
+            finished_at: opt_time_from_sql(db, r.finished_at.as_deref(), &what("finishedAt"))?,
+            uid: r.uid,
+            name: r.name,
+            namespace: r.namespace,
+            progress: r.progress,
+            message: r.message,
+        })
     }
 }

@@ -1,8 +1,14 @@
-//! The store against real SQLite files in a temporary directory.
+//! The store against real SQLite files in a temporary directory and real
+//! PostgreSQL databases on a throwaway server: every test that is not about
+//! SQLite files runs against both (`both_backends!`).
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use common::TestDb;
 
 use chrono::{Duration, TimeZone, Utc};
 use roadie_spec::{NodePhase, NodeStatus, NodeType, Time, Workflow, WorkflowPhase, WorkflowStatus};
@@ -61,21 +67,29 @@ fn running() -> WorkflowStatusSummary {
     }
 }
 
-fn open(dir: &Path) -> (Store, PathBuf) {
-    let path = dir.join("roadie.db");
-    (Store::open(&path).unwrap(), path)
-}
+both_backends!(
+    create_get_list_delete,
+    duplicate_name_or_uid_is_already_exists,
+    save_progress_upserts_only_changed_nodes_and_get_assembles_tree,
+    save_progress_for_unknown_uid_is_not_found_and_writes_nothing,
+    replace_status_drops_nodes_not_given,
+    list_filters_by_phase_prefix_and_limit,
+    same_creation_time_lists_latest_insert_first,
+    node_logs_recorded_and_deleted_with_workflow,
+    reopen_after_drop_keeps_data,
+    second_store_on_same_file_sees_writes,
+    concurrent_writers_from_two_stores_lose_nothing,
+    one_store_shared_between_threads,
+    large_dag_progress_keeps_every_node,
+    newer_schema_is_refused,
+    corrupt_record_is_reported_not_panicked,
+    many_openers_of_a_new_file_migrate_once,
+    error_messages_read_well,
+    open_url_picks_the_backend,
+);
 
-/// Counts node rows with the sqlite engine directly, to see what was written.
-fn raw_count(path: &Path, sql: &str) -> i64 {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
-}
-
-#[test]
-fn create_get_list_delete() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = open(dir.path());
+fn create_get_list_delete(db: &TestDb) {
+    let store = db.open();
     store.create_workflow(&new_wf("u1", "first", 10)).unwrap();
     store.create_workflow(&new_wf("u2", "second", 20)).unwrap();
 
@@ -109,10 +123,9 @@ fn create_get_list_delete() {
     );
 }
 
-#[test]
-fn duplicate_name_or_uid_is_already_exists() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, path) = open(dir.path());
+fn duplicate_name_or_uid_is_already_exists(db: &TestDb) {
+    let store = db.open();
+    let path = store.path().to_path_buf();
     store.create_workflow(&new_wf("u1", "wf", 0)).unwrap();
 
     let err = store.create_workflow(&new_wf("u2", "wf", 1)).unwrap_err();
@@ -137,10 +150,8 @@ fn duplicate_name_or_uid_is_already_exists() {
     );
 }
 
-#[test]
-fn save_progress_upserts_only_changed_nodes_and_get_assembles_tree() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, path) = open(dir.path());
+fn save_progress_upserts_only_changed_nodes_and_get_assembles_tree(db: &TestDb) {
+    let store = db.open();
     store.create_workflow(&new_wf("u1", "wf", 0)).unwrap();
 
     let root = node("root", NodePhase::Running, &["a", "b"]);
@@ -149,16 +160,11 @@ fn save_progress_upserts_only_changed_nodes_and_get_assembles_tree() {
     store
         .save_progress("u1", &running(), &[root.clone(), a.clone(), b.clone()])
         .unwrap();
-    assert_eq!(raw_count(&path, "SELECT count(*) FROM nodes"), 3);
+    assert_eq!(db.count("SELECT count(*) FROM nodes"), 3);
 
     // Mark the stored row of `b` so we can tell whether it gets rewritten.
     {
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute(
-            "UPDATE nodes SET phase = 'untouched' WHERE node_id = 'b'",
-            [],
-        )
-        .unwrap();
+        db.exec("UPDATE nodes SET phase = 'untouched' WHERE node_id = 'b'");
     }
 
     // `a` succeeds: only `a` is passed.
@@ -174,12 +180,9 @@ fn save_progress_upserts_only_changed_nodes_and_get_assembles_tree() {
     status.message = Some("halfway".into());
     store.save_progress("u1", &status, &[a2.clone()]).unwrap();
 
-    assert_eq!(raw_count(&path, "SELECT count(*) FROM nodes"), 3);
+    assert_eq!(db.count("SELECT count(*) FROM nodes"), 3);
     assert_eq!(
-        raw_count(
-            &path,
-            "SELECT count(*) FROM nodes WHERE phase = 'untouched'"
-        ),
+        db.count("SELECT count(*) FROM nodes WHERE phase = 'untouched'"),
         1,
         "an unchanged node was rewritten"
     );
@@ -210,10 +213,8 @@ fn save_progress_upserts_only_changed_nodes_and_get_assembles_tree() {
     assert_eq!(list[0].message, None, "message cleared");
 }
 
-#[test]
-fn save_progress_for_unknown_uid_is_not_found_and_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, path) = open(dir.path());
+fn save_progress_for_unknown_uid_is_not_found_and_writes_nothing(db: &TestDb) {
+    let store = db.open();
     let err = store
         .save_progress("ghost", &running(), &[node("a", NodePhase::Running, &[])])
         .unwrap_err();
@@ -221,13 +222,11 @@ fn save_progress_for_unknown_uid_is_not_found_and_writes_nothing() {
         matches!(&err, StoreError::NotFound { name, .. } if name == "ghost"),
         "{err:?}"
     );
-    assert_eq!(raw_count(&path, "SELECT count(*) FROM nodes"), 0);
+    assert_eq!(db.count("SELECT count(*) FROM nodes"), 0);
 }
 
-#[test]
-fn replace_status_drops_nodes_not_given() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = open(dir.path());
+fn replace_status_drops_nodes_not_given(db: &TestDb) {
+    let store = db.open();
     store.create_workflow(&new_wf("u1", "wf", 0)).unwrap();
     store
         .save_progress(
@@ -251,10 +250,8 @@ fn replace_status_drops_nodes_not_given() {
     assert_eq!(got.status, retry);
 }
 
-#[test]
-fn list_filters_by_phase_prefix_and_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = open(dir.path());
+fn list_filters_by_phase_prefix_and_limit(db: &TestDb) {
+    let store = db.open();
     for (i, name) in ["build-1", "build-2", "test-1", "test-2", "build_x"]
         .iter()
         .enumerate()
@@ -316,20 +313,16 @@ fn list_filters_by_phase_prefix_and_limit() {
     );
 }
 
-#[test]
-fn same_creation_time_lists_latest_insert_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = open(dir.path());
+fn same_creation_time_lists_latest_insert_first(db: &TestDb) {
+    let store = db.open();
     store.create_workflow(&new_wf("u1", "a", 0)).unwrap();
     store.create_workflow(&new_wf("u2", "b", 0)).unwrap();
     let list = store.list_workflows(&ListFilter::default()).unwrap();
     assert_eq!(list[0].name, "b");
 }
 
-#[test]
-fn node_logs_recorded_and_deleted_with_workflow() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, path) = open(dir.path());
+fn node_logs_recorded_and_deleted_with_workflow(db: &TestDb) {
+    let store = db.open();
     store.create_workflow(&new_wf("u1", "wf", 0)).unwrap();
     store
         .set_node_log("u1", "n2", "step-b", Path::new("/logs/wf/n2.log"))
@@ -374,38 +367,32 @@ fn node_logs_recorded_and_deleted_with_workflow() {
         .unwrap();
     assert!(store.delete_workflow("wf").unwrap());
     assert!(store.node_logs("u1").unwrap().is_empty());
-    assert_eq!(raw_count(&path, "SELECT count(*) FROM nodes"), 0);
-    assert_eq!(raw_count(&path, "SELECT count(*) FROM node_logs"), 0);
+    assert_eq!(db.count("SELECT count(*) FROM nodes"), 0);
+    assert_eq!(db.count("SELECT count(*) FROM node_logs"), 0);
 }
 
-#[test]
-fn reopen_after_drop_keeps_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("roadie.db");
+fn reopen_after_drop_keeps_data(db: &TestDb) {
     {
-        let store = Store::open(&path).unwrap();
+        let store = db.open();
         store.create_workflow(&new_wf("u1", "wf", 0)).unwrap();
         store
             .save_progress("u1", &running(), &[node("a", NodePhase::Running, &[])])
             .unwrap();
     }
-    let store = Store::open(&path).unwrap();
+    let store = db.open();
     let got = store.get_workflow("wf").unwrap().unwrap();
     assert_eq!(got.status.phase, WorkflowPhase::Running);
     assert_eq!(got.status.nodes["a"], node("a", NodePhase::Running, &[]));
     assert_eq!(
-        raw_count(&path, "PRAGMA user_version"),
+        db.schema_version(),
         SCHEMA_VERSION,
         "schema version recorded"
     );
 }
 
-#[test]
-fn second_store_on_same_file_sees_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("roadie.db");
-    let writer = Store::open(&path).unwrap();
-    let reader = Store::open(&path).unwrap();
+fn second_store_on_same_file_sees_writes(db: &TestDb) {
+    let writer = db.open();
+    let reader = db.open();
     writer.create_workflow(&new_wf("u1", "wf", 0)).unwrap();
     assert_eq!(reader.get_workflow("wf").unwrap().unwrap().uid, "u1");
     writer
@@ -425,36 +412,28 @@ fn second_store_on_same_file_sees_writes() {
     assert!(writer.get_workflow("wf").unwrap().is_none());
 }
 
-#[test]
-fn concurrent_writers_from_two_stores_lose_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("roadie.db");
-    let setup = Store::open(&path).unwrap();
+fn concurrent_writers_from_two_stores_lose_nothing(db: &TestDb) {
+    let setup = db.open();
     setup.create_workflow(&new_wf("u1", "one", 0)).unwrap();
     setup.create_workflow(&new_wf("u2", "two", 1)).unwrap();
     drop(setup);
 
     const N: usize = 300;
-    let threads: Vec<_> = ["u1", "u2"]
-        .into_iter()
-        .map(|uid| {
-            let path = path.clone();
-            std::thread::spawn(move || {
+    std::thread::scope(|scope| {
+        for uid in ["u1", "u2"] {
+            scope.spawn(move || {
                 // Each thread its own Store: its own connection, as a separate process would have.
-                let store = Store::open(&path).unwrap();
+                let store = db.open();
                 for i in 0..N {
                     let n = node(&format!("n{i}"), NodePhase::Succeeded, &[]);
                     let mut s = running();
                     s.progress = Some(format!("{}/{N}", i + 1));
                     store.save_progress(uid, &s, &[n]).unwrap();
                 }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    let store = Store::open(&path).unwrap();
+            });
+        }
+    });
+    let store = db.open();
     for uid in ["u1", "u2"] {
         let wf = store.get_workflow(uid).unwrap().unwrap();
         assert_eq!(wf.status.nodes.len(), N);
@@ -462,10 +441,8 @@ fn concurrent_writers_from_two_stores_lose_nothing() {
     }
 }
 
-#[test]
-fn one_store_shared_between_threads() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = open(dir.path());
+fn one_store_shared_between_threads(db: &TestDb) {
+    let store = db.open();
     let store = Arc::new(store);
     let threads: Vec<_> = (0..4)
         .map(|i| {
@@ -493,10 +470,8 @@ fn one_store_shared_between_threads() {
     );
 }
 
-#[test]
-fn large_dag_progress_keeps_every_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, path) = open(dir.path());
+fn large_dag_progress_keeps_every_node(db: &TestDb) {
+    let store = db.open();
     store.create_workflow(&new_wf("u1", "big", 0)).unwrap();
     let ids: Vec<String> = (0..1000).map(|i| format!("task-{i}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -509,7 +484,7 @@ fn large_dag_progress_keeps_every_node() {
             .save_progress("u1", &running(), &[node(id, NodePhase::Succeeded, &[])])
             .unwrap();
     }
-    assert_eq!(raw_count(&path, "SELECT count(*) FROM nodes"), 1001);
+    assert_eq!(db.count("SELECT count(*) FROM nodes"), 1001);
     let wf = store.get_workflow("big").unwrap().unwrap();
     assert_eq!(wf.status.nodes.len(), 1001);
     let done = wf
@@ -553,16 +528,15 @@ fn open_in_missing_directory_names_the_file() {
     );
 }
 
-#[test]
-fn newer_schema_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("roadie.db");
-    drop(Store::open(&path).unwrap());
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
-        .unwrap();
-    let err = Store::open(&path).unwrap_err();
+fn newer_schema_is_refused(db: &TestDb) {
+    drop(db.open());
+    let newer = SCHEMA_VERSION + 1;
+    if db.is_postgres() {
+        db.exec(&format!("UPDATE roadie_schema SET version = {newer}"));
+    } else {
+        db.exec(&format!("PRAGMA user_version = {newer}"));
+    }
+    let err = Store::open_url(&db.url()).unwrap_err();
     assert!(
         matches!(err, StoreError::SchemaTooNew { found, .. } if found == SCHEMA_VERSION + 1),
         "{err:?}"
@@ -585,30 +559,19 @@ fn not_a_database_is_a_clear_error() {
     assert!(msg.contains("not a database"), "{msg}");
 }
 
-#[test]
-fn corrupt_record_is_reported_not_panicked() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, path) = open(dir.path());
+fn corrupt_record_is_reported_not_panicked(db: &TestDb) {
+    let store = db.open();
     store.create_workflow(&new_wf("u1", "wf", 0)).unwrap();
     store
         .save_progress("u1", &running(), &[node("a", NodePhase::Running, &[])])
         .unwrap();
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute(
-            "UPDATE nodes SET status = '{not json' WHERE node_id = 'a'",
-            [],
-        )
-        .unwrap();
+    db.exec("UPDATE nodes SET status = '{not json' WHERE node_id = 'a'");
     let err = store.get_workflow("wf").unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("node \"a\" of workflow u1"), "{msg}");
 
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute("UPDATE workflows SET phase = 'Exploded'", [])
-        .unwrap();
+    db.exec("UPDATE workflows SET phase = 'Exploded'");
     let err = store.list_workflows(&ListFilter::default()).unwrap_err();
     assert!(
         err.to_string().contains("unknown phase \"Exploded\""),
@@ -616,38 +579,31 @@ fn corrupt_record_is_reported_not_panicked() {
     );
 }
 
-#[test]
-fn many_openers_of_a_new_file_migrate_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("roadie.db");
-    let barrier = Arc::new(std::sync::Barrier::new(6));
-    let threads: Vec<_> = (0..6)
-        .map(|i| {
-            let (path, barrier) = (path.clone(), Arc::clone(&barrier));
-            std::thread::spawn(move || {
+fn many_openers_of_a_new_file_migrate_once(db: &TestDb) {
+    let barrier = std::sync::Barrier::new(6);
+    std::thread::scope(|scope| {
+        for i in 0..6 {
+            let barrier = &barrier;
+            scope.spawn(move || {
                 barrier.wait();
-                let store = Store::open(&path).unwrap();
+                let store = db.open();
                 store
                     .create_workflow(&new_wf(&format!("u{i}"), &format!("wf-{i}"), i))
                     .unwrap();
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    let store = Store::open(&path).unwrap();
+            });
+        }
+    });
+    let store = db.open();
     assert_eq!(
         store.list_workflows(&ListFilter::default()).unwrap().len(),
         6
     );
-    assert_eq!(raw_count(&path, "PRAGMA user_version"), SCHEMA_VERSION);
+    assert_eq!(db.schema_version(), SCHEMA_VERSION);
 }
 
-#[test]
-fn error_messages_read_well() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, path) = open(dir.path());
+fn error_messages_read_well(db: &TestDb) {
+    let store = db.open();
+    let path = store.path().to_path_buf();
     let p = path.display().to_string();
     let err = store.save_progress("ghost", &running(), &[]).unwrap_err();
     assert_eq!(
@@ -662,4 +618,58 @@ fn error_messages_read_well() {
         err.to_string(),
         format!("workflow \"other (uid u1)\" already exists in {p}")
     );
+}
+
+fn open_url_picks_the_backend(db: &TestDb) {
+    let store = Store::open_url(&db.url()).unwrap();
+    assert_eq!(store.is_postgres(), db.is_postgres());
+    store.create_workflow(&new_wf("u1", "wf", 0)).unwrap();
+    // The same database through `open`: the record is there.
+    assert_eq!(db.open().get_workflow("wf").unwrap().unwrap().uid, "u1");
+    if db.is_postgres() {
+        assert!(
+            store
+                .path()
+                .display()
+                .to_string()
+                .starts_with("postgres://")
+        );
+    }
+}
+
+#[test]
+fn bad_store_urls_are_refused_with_the_reason() {
+    let err = Store::open_url("mysql://db/roadie").unwrap_err();
+    assert!(matches!(err, StoreError::InvalidUrl { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("unknown scheme \"mysql\""),
+        "{err}"
+    );
+    let err = Store::open_url("sqlite://").unwrap_err();
+    assert!(err.to_string().contains("no file path"), "{err}");
+    // A plain path is SQLite.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain.db");
+    let store = Store::open_url(path.to_str().unwrap()).unwrap();
+    assert!(!store.is_postgres());
+    assert_eq!(store.path(), path);
+}
+
+#[test]
+fn unreachable_postgres_names_the_server_without_its_password() {
+    // A port nothing listens on: connection refused at once.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let err =
+        Store::open_url(&format!("postgres://me:hunter2@127.0.0.1:{port}/roadie")).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Postgres { .. }), "{err:?}");
+    assert!(
+        msg.contains(&format!("postgres://me:***@127.0.0.1:{port}/roadie")),
+        "{msg}"
+    );
+    assert!(msg.contains("connecting to PostgreSQL"), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
 }

@@ -1,0 +1,1056 @@
+//! The PostgreSQL backend: the tables, columns and statements of `sqlite.rs`
+//! in PostgreSQL's dialect, so that daemons on several machines can share one
+//! queue. JSON and timestamps are stored as the same text SQLite stores
+//! (timestamps with `COLLATE "C"`, so text order is time order whatever the
+//! database's locale), leases as the same integers.
+//!
+//! Concurrency: every method is one transaction on the store's one
+//! connection (a `Store` shared between threads takes turns; open one `Store`
+//! per thread for parallel work, as separate processes do). Claims lock the
+//! rows they choose with `FOR UPDATE SKIP LOCKED`, so concurrent claims take
+//! different rows without waiting for each other, and a workflow is never
+//! handed out twice while its lease is live. `save_progress_as` takes a
+//! `FOR SHARE` lock on the workflow's queue row before checking its owner, so
+//! a claim cannot take the workflow over between the check and the write.
+//!
+//! The schema version lives in a one-row table `roadie_schema`; migrations
+//! run under a transaction-scoped advisory lock so that processes opening a
+//! new database together migrate it once.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::types::ToSql;
+use postgres::{Client, Config, IsolationLevel, NoTls, Statement, Transaction};
+use roadie_spec::{NodeStatus, Time, WorkflowPhase, WorkflowStatus};
+
+use crate::codec::{
+    self, QUEUED, RUNNING, corrupt, lease_micros, lease_until, not_found, time_to_sql,
+};
+use crate::error::PgContext;
+use crate::sqlite::{
+    SummaryRow, WorkflowRow, already_exists, decode_commands, path_from_sql, path_to_sql,
+};
+use crate::{
+    ListFilter, NewWorkflow, NodeLog, QueueDepth, SCHEMA_VERSION, StoreError, StoredWorkflow,
+    WorkflowStatusSummary, WorkflowSummary,
+};
+
+/// Schema migrations; entry `i` takes the version from `i` to `i+1`. Each
+/// mirrors the SQLite migration of the same number. Append only.
+const MIGRATIONS: &[&str] = &[
+    // 1: workflows, their nodes, and where node logs are.
+    r#"
+    CREATE TABLE workflows (
+        id          BIGSERIAL PRIMARY KEY,
+        uid         TEXT NOT NULL UNIQUE,
+        name        TEXT NOT NULL UNIQUE,
+        namespace   TEXT,
+        manifest    TEXT NOT NULL,
+        parameters  TEXT NOT NULL,
+        phase       TEXT NOT NULL,
+        created_at  TEXT COLLATE "C" NOT NULL,
+        started_at  TEXT COLLATE "C",
+        finished_at TEXT COLLATE "C",
+        message     TEXT,
+        progress    TEXT
+    );
+    CREATE INDEX workflows_created ON workflows (created_at, id);
+    CREATE INDEX workflows_phase_created ON workflows (phase, created_at, id);
+    CREATE TABLE nodes (
+        workflow_uid TEXT NOT NULL REFERENCES workflows (uid),
+        node_id      TEXT NOT NULL,
+        phase        TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        PRIMARY KEY (workflow_uid, node_id)
+    );
+    CREATE TABLE node_logs (
+        id           BIGSERIAL PRIMARY KEY,
+        workflow_uid TEXT NOT NULL REFERENCES workflows (uid),
+        node_id      TEXT NOT NULL,
+        display_name TEXT NOT NULL,
+        path         BYTEA NOT NULL,
+        UNIQUE (workflow_uid, node_id)
+    );
+    "#,
+    // 2: the queue, lost leases and commands.
+    r#"
+    CREATE TABLE queue (
+        id           BIGSERIAL PRIMARY KEY,
+        workflow_uid TEXT NOT NULL UNIQUE REFERENCES workflows (uid),
+        state        TEXT NOT NULL,
+        owner        TEXT,
+        lease_until  BIGINT
+    );
+    CREATE INDEX queue_queued ON queue (id) WHERE state = 'queued';
+    CREATE INDEX queue_leases ON queue (lease_until, id) WHERE state = 'running';
+    CREATE INDEX queue_owner ON queue (owner) WHERE owner IS NOT NULL;
+    CREATE TABLE lost_leases (
+        owner        TEXT NOT NULL,
+        workflow_uid TEXT NOT NULL,
+        lost_at      BIGINT NOT NULL,
+        PRIMARY KEY (owner, workflow_uid)
+    );
+    CREATE TABLE commands (
+        id           BIGSERIAL PRIMARY KEY,
+        workflow_uid TEXT NOT NULL REFERENCES workflows (uid),
+        command      TEXT NOT NULL
+    );
+    CREATE INDEX commands_workflow ON commands (workflow_uid, id);
+    "#,
+];
+
+const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
+
+/// Any fixed number: the key of the advisory lock migrations run under.
+const MIGRATION_LOCK: i64 = 0x726f_6164_6965; // "roadie"
+
+const UPDATE_STATUS: &str = "UPDATE workflows
+    SET phase = $2, started_at = $3, finished_at = $4, message = $5, progress = $6
+    WHERE uid = $1";
+
+const UPSERT_NODE: &str = "INSERT INTO nodes (workflow_uid, node_id, phase, status)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (workflow_uid, node_id) DO UPDATE SET phase = excluded.phase, status = excluded.status";
+
+/// Many nodes in one statement (one round trip) from parallel arrays.
+const UPSERT_NODES: &str = "INSERT INTO nodes (workflow_uid, node_id, phase, status)
+    SELECT $1, n.id, n.phase, n.status
+    FROM unnest($2::text[], $3::text[], $4::text[]) AS n (id, phase, status)
+    ON CONFLICT (workflow_uid, node_id) DO UPDATE SET phase = excluded.phase, status = excluded.status";
+
+const INSERT_WORKFLOWS: &str = "INSERT INTO workflows
+    (uid, name, namespace, manifest, parameters, phase, created_at)
+    SELECT w.uid, w.name, w.namespace, w.manifest, w.parameters, w.phase, w.created_at
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+        WITH ORDINALITY AS w (uid, name, namespace, manifest, parameters, phase, created_at, n)
+    ORDER BY w.n";
+
+const ENQUEUE_MANY: &str = "INSERT INTO queue (workflow_uid, state)
+    SELECT q.uid, 'queued' FROM unnest($1::text[]) WITH ORDINALITY AS q (uid, n)
+    ORDER BY q.n
+    ON CONFLICT (workflow_uid) DO NOTHING";
+
+const FIND_UID: &str = "SELECT uid FROM workflows WHERE uid = $1 OR name = $1
+    ORDER BY uid = $1 DESC LIMIT 1";
+
+/// The columns `read_workflows` decodes, in `WorkflowRow` order.
+const SELECT_WORKFLOWS: &str = "SELECT uid, name, namespace, manifest, parameters, phase,
+    created_at, started_at, finished_at, message, progress
+    FROM workflows WHERE uid = ANY($1)";
+
+const SUMMARY_COLUMNS: &str =
+    "uid, name, namespace, phase, created_at, started_at, finished_at, progress, message";
+
+const EXISTS_UID: &str = "SELECT 1 FROM workflows WHERE uid = $1";
+
+const SELECT_EXPIRED: &str = "SELECT workflow_uid, owner FROM queue
+    WHERE state = 'running' AND lease_until < $1 ORDER BY lease_until, id LIMIT $2
+    FOR UPDATE SKIP LOCKED";
+
+const SELECT_QUEUED: &str = "SELECT workflow_uid FROM queue WHERE state = 'queued'
+    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
+
+/// The PostgreSQL connection, with the statements it has prepared (a
+/// prepared statement saves a round trip per call).
+struct Conn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+pub(crate) struct PgStore {
+    /// The URL without its password: what messages name.
+    shown: PathBuf,
+    config: Config,
+    conn: Mutex<Conn>,
+}
+
+/// Prepares `sql` once per connection.
+fn prep(
+    tx: &mut Transaction<'_>,
+    cache: &mut HashMap<&'static str, Statement>,
+    sql: &'static str,
+    db: &Path,
+) -> Result<Statement, StoreError> {
+    if let Some(s) = cache.get(sql) {
+        return Ok(s.clone());
+    }
+    let s = tx
+        .prepare(sql)
+        .ctx(db, || format!("preparing {}", first_words(sql)))?;
+    cache.insert(sql, s.clone());
+    Ok(s)
+}
+
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Sizes in Rust are `usize`, PostgreSQL counts are `bigint`.
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_usize(n: i64) -> usize {
+    usize::try_from(n).unwrap_or(0)
+}
+
+impl PgStore {
+    pub(crate) fn open(url: &str) -> Result<PgStore, StoreError> {
+        let shown = PathBuf::from(redact(url));
+        let config: Config = url
+            .parse()
+            .map_err(|e: postgres::Error| StoreError::InvalidUrl {
+                url: redact(url),
+                reason: e.to_string(),
+            })?;
+        let client = connect(&config, &shown)?;
+        let store = PgStore {
+            shown,
+            config,
+            conn: Mutex::new(Conn {
+                client,
+                statements: HashMap::new(),
+            }),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.shown
+    }
+
+    /// The connection, opened again if the server closed it (a restart of
+    /// PostgreSQL should not need a restart of every roadie process). A
+    /// poisoned lock is ignored: a transaction interrupted by a panic is
+    /// rolled back when its guard drops.
+    fn conn(&self) -> Result<MutexGuard<'_, Conn>, StoreError> {
+        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.client.is_closed() {
+            guard.client = connect(&self.config, &self.shown)?;
+            guard.statements.clear();
+        }
+        Ok(guard)
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let db = self.shown.as_path();
+        let mut guard = self.conn()?;
+        let mut tx = guard
+            .client
+            .transaction()
+            .ctx(db, || "starting schema migration".into())?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .ctx(db, || "waiting for the schema migration lock".into())?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS roadie_schema (version BIGINT NOT NULL)")
+            .ctx(db, || "creating the schema version table".into())?;
+        let found: Option<i64> = tx
+            .query_opt("SELECT max(version) FROM roadie_schema", &[])
+            .ctx(db, || "reading schema version".into())?
+            .and_then(|r| r.get(0));
+        let version = found.unwrap_or(0);
+        if !(0..=SCHEMA_VERSION).contains(&version) {
+            return Err(StoreError::SchemaTooNew {
+                db: self.shown.clone(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version == SCHEMA_VERSION {
+            return tx.commit().ctx(db, || "reading schema version".into());
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(to_usize(version)) {
+            let to = i + 1;
+            tx.batch_execute(sql)
+                .ctx(db, || format!("migrating schema to version {to}"))?;
+        }
+        tx.execute("DELETE FROM roadie_schema", &[])
+            .ctx(db, || "recording schema version".into())?;
+        tx.execute(
+            "INSERT INTO roadie_schema (version) VALUES ($1)",
+            &[&SCHEMA_VERSION],
+        )
+        .ctx(db, || "recording schema version".into())?;
+        tx.commit().ctx(db, || "committing schema migration".into())
+    }
+
+    pub(crate) fn create_workflow(&self, rec: &NewWorkflow) -> Result<(), StoreError> {
+        self.insert_workflows(std::slice::from_ref(rec), false)
+    }
+
+    pub(crate) fn submit_workflows(&self, recs: &[NewWorkflow]) -> Result<(), StoreError> {
+        self.insert_workflows(recs, true)
+    }
+
+    /// Inserts (and queues) `recs` with one statement per table, whatever
+    /// their number: arrays of columns, unnested by the server.
+    fn insert_workflows(&self, recs: &[NewWorkflow], queue: bool) -> Result<(), StoreError> {
+        let db = self.shown.as_path();
+        let n = recs.len();
+        let (mut uids, mut names, mut namespaces) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut manifests, mut parameters, mut created) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for rec in recs {
+            manifests.push(codec::encode(db, &rec.manifest, || {
+                format!("manifest of workflow {:?}", rec.name)
+            })?);
+            parameters.push(codec::encode(db, &rec.parameters, || {
+                format!("parameters of workflow {:?}", rec.name)
+            })?);
+            uids.push(rec.uid.as_str());
+            names.push(rec.name.as_str());
+            namespaces.push(rec.namespace.as_deref());
+            created.push(time_to_sql(&rec.created_at));
+        }
+        let phases = vec![WorkflowPhase::Pending.as_str(); n];
+        let ctx = || match recs {
+            [one] => format!("creating workflow {:?}", one.name),
+            _ => format!("creating {n} workflows"),
+        };
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        // Check first so the error names what collides, as SQLite's does.
+        let find = prep(
+            &mut tx,
+            statements,
+            "SELECT name, uid FROM workflows WHERE name = ANY($1) OR uid = ANY($2)",
+            db,
+        )?;
+        let taken = tx.query(&find, &[&names, &uids]).ctx(db, ctx)?;
+        let mut taken_names: HashSet<String> = HashSet::new();
+        let mut taken_uids: HashSet<String> = HashSet::new();
+        for row in &taken {
+            taken_names.insert(row.get(0));
+            taken_uids.insert(row.get(1));
+        }
+        for rec in recs {
+            if taken_names.contains(&rec.name) {
+                return Err(already_exists(db, rec, rec.name.clone()));
+            }
+            if taken_uids.contains(&rec.uid) {
+                return Err(already_exists(db, rec, String::new()));
+            }
+            // Later records of the same batch collide with earlier ones too.
+            taken_names.insert(rec.name.clone());
+            taken_uids.insert(rec.uid.clone());
+        }
+        let insert = prep(&mut tx, statements, INSERT_WORKFLOWS, db)?;
+        let inserted = tx.execute(
+            &insert,
+            &[
+                &uids,
+                &names,
+                &namespaces,
+                &manifests,
+                &parameters,
+                &phases,
+                &created,
+            ],
+        );
+        if let Err(e) = &inserted
+            && e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+        {
+            // Another process inserted the same name since our check.
+            return Err(StoreError::AlreadyExists {
+                name: match recs {
+                    [one] => one.name.clone(),
+                    _ => format!("one of {n} workflows"),
+                },
+                db: db.to_path_buf(),
+            });
+        }
+        inserted.ctx(db, ctx)?;
+        if queue {
+            let enqueue = prep(&mut tx, statements, ENQUEUE_MANY, db)?;
+            tx.execute(&enqueue, &[&uids]).ctx(db, ctx)?;
+        }
+        tx.commit().ctx(db, ctx)
+    }
+
+    pub(crate) fn enqueue_workflow(&self, uid: &str) -> Result<(), StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || format!("queueing workflow {uid}");
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        let exists = prep(&mut tx, statements, EXISTS_UID, db)?;
+        if tx.query_opt(&exists, &[&uid]).ctx(db, ctx)?.is_none() {
+            return Err(not_found(db, uid));
+        }
+        let enqueue = prep(&mut tx, statements, ENQUEUE_MANY, db)?;
+        tx.execute(&enqueue, &[&vec![uid]]).ctx(db, ctx)?;
+        tx.commit().ctx(db, ctx)
+    }
+
+    pub(crate) fn save_progress(
+        &self,
+        owner: Option<&str>,
+        uid: &str,
+        status: &WorkflowStatusSummary,
+        changed_nodes: &[NodeStatus],
+    ) -> Result<(), StoreError> {
+        let db = self.shown.as_path();
+        let mut ids = Vec::with_capacity(changed_nodes.len());
+        let mut phases = Vec::with_capacity(changed_nodes.len());
+        let mut jsons = Vec::with_capacity(changed_nodes.len());
+        for n in changed_nodes {
+            jsons.push(codec::encode(db, n, || {
+                format!("node {:?} of workflow {uid}", n.id)
+            })?);
+            ids.push(n.id.as_str());
+            phases.push(n.phase.as_str());
+        }
+        let ctx = || format!("saving progress of workflow {uid}");
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        if let Some(owner) = owner {
+            self.check_holder(&mut tx, statements, uid, owner)?;
+        }
+        self.write_status(&mut tx, statements, uid, status)?;
+        self.upsert_nodes(&mut tx, statements, uid, &ids, &phases, &jsons)?;
+        tx.commit().ctx(db, ctx)
+    }
+
+    /// One statement for one node (the common case), an unnest for more.
+    fn upsert_nodes(
+        &self,
+        tx: &mut Transaction<'_>,
+        statements: &mut HashMap<&'static str, Statement>,
+        uid: &str,
+        ids: &[&str],
+        phases: &[&str],
+        jsons: &[String],
+    ) -> Result<(), StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || format!("saving nodes of workflow {uid}");
+        match (ids, phases, jsons) {
+            ([], _, _) => Ok(()),
+            ([id], [phase], [json]) => {
+                let upsert = prep(tx, statements, UPSERT_NODE, db)?;
+                tx.execute(&upsert, &[&uid, id, phase, json])
+                    .ctx(db, ctx)
+                    .map(drop)
+            }
+            _ => {
+                let upsert = prep(tx, statements, UPSERT_NODES, db)?;
+                tx.execute(&upsert, &[&uid, &ids, &phases, &jsons])
+                    .ctx(db, ctx)
+                    .map(drop)
+            }
+        }
+    }
+
+    /// `LeaseLost` unless `owner` holds `uid`. The row lock (`FOR SHARE`)
+    /// keeps a claim from taking the workflow until this transaction ends.
+    fn check_holder(
+        &self,
+        tx: &mut Transaction<'_>,
+        statements: &mut HashMap<&'static str, Statement>,
+        uid: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let db = self.shown.as_path();
+        let select = prep(
+            tx,
+            statements,
+            "SELECT state, owner FROM queue WHERE workflow_uid = $1 FOR SHARE",
+            db,
+        )?;
+        let holder: Option<(String, Option<String>)> = tx
+            .query_opt(&select, &[&uid])
+            .ctx(db, || format!("checking the lease of workflow {uid}"))?
+            .map(|r| (r.get(0), r.get(1)));
+        match &holder {
+            Some((state, Some(o))) if state == RUNNING && o == owner => Ok(()),
+            _ => Err(codec::lease_lost(
+                db,
+                uid,
+                owner,
+                codec::holder_text(holder.as_ref().map(|(s, o)| (s.as_str(), o.as_deref()))),
+            )),
+        }
+    }
+
+    pub(crate) fn replace_status(
+        &self,
+        uid: &str,
+        status: &WorkflowStatus,
+    ) -> Result<(), StoreError> {
+        let db = self.shown.as_path();
+        let mut ids = Vec::with_capacity(status.nodes.len());
+        let mut phases = Vec::with_capacity(status.nodes.len());
+        let mut jsons = Vec::with_capacity(status.nodes.len());
+        for (id, n) in &status.nodes {
+            jsons.push(codec::encode(db, n, || {
+                format!("node {id:?} of workflow {uid}")
+            })?);
+            ids.push(id.as_str());
+            phases.push(n.phase.as_str());
+        }
+        let ctx = || format!("replacing status of workflow {uid}");
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        self.write_status(
+            &mut tx,
+            statements,
+            uid,
+            &WorkflowStatusSummary::from(status),
+        )?;
+        let delete = prep(
+            &mut tx,
+            statements,
+            "DELETE FROM nodes WHERE workflow_uid = $1",
+            db,
+        )?;
+        tx.execute(&delete, &[&uid]).ctx(db, ctx)?;
+        self.upsert_nodes(&mut tx, statements, uid, &ids, &phases, &jsons)?;
+        tx.commit().ctx(db, ctx)
+    }
+
+    fn write_status(
+        &self,
+        tx: &mut Transaction<'_>,
+        statements: &mut HashMap<&'static str, Statement>,
+        uid: &str,
+        s: &WorkflowStatusSummary,
+    ) -> Result<(), StoreError> {
+        let db = self.shown.as_path();
+        let update = prep(tx, statements, UPDATE_STATUS, db)?;
+        let changed = tx
+            .execute(
+                &update,
+                &[
+                    &uid,
+                    &s.phase.as_str(),
+                    &s.started_at.as_ref().map(time_to_sql),
+                    &s.finished_at.as_ref().map(time_to_sql),
+                    &s.message,
+                    &s.progress,
+                ],
+            )
+            .ctx(db, || format!("updating status of workflow {uid}"))?;
+        if changed == 0 {
+            return Err(not_found(db, uid));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn get_workflow(
+        &self,
+        name_or_uid: &str,
+    ) -> Result<Option<StoredWorkflow>, StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || format!("reading workflow {name_or_uid:?}");
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        // One snapshot for the workflow row and its nodes.
+        let mut tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .ctx(db, ctx)?;
+        let find = prep(&mut tx, statements, FIND_UID, db)?;
+        let Some(uid) = tx.query_opt(&find, &[&name_or_uid]).ctx(db, ctx)? else {
+            return Ok(None);
+        };
+        let uid: String = uid.get(0);
+        let mut found = self.read_workflows(&mut tx, statements, &[uid])?;
+        tx.commit().ctx(db, ctx)?;
+        Ok(found.pop())
+    }
+
+    /// Reads the workflows with these uids and their nodes, in two queries,
+    /// in the order of `uids`.
+    fn read_workflows(
+        &self,
+        tx: &mut Transaction<'_>,
+        statements: &mut HashMap<&'static str, Statement>,
+        uids: &[String],
+    ) -> Result<Vec<StoredWorkflow>, StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || "reading workflows".to_string();
+        let select = prep(tx, statements, SELECT_WORKFLOWS, db)?;
+        let rows = tx.query(&select, &[&uids]).ctx(db, ctx)?;
+        let nodes_stmt = prep(
+            tx,
+            statements,
+            "SELECT workflow_uid, node_id, status FROM nodes WHERE workflow_uid = ANY($1)",
+            db,
+        )?;
+        let mut nodes: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for r in tx.query(&nodes_stmt, &[&uids]).ctx(db, ctx)? {
+            nodes
+                .entry(r.get(0))
+                .or_default()
+                .push((r.get(1), r.get(2)));
+        }
+        let mut by_uid: HashMap<String, StoredWorkflow> = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let row = WorkflowRow {
+                uid: r.get(0),
+                name: r.get(1),
+                namespace: r.get(2),
+                manifest: r.get(3),
+                parameters: r.get(4),
+                phase: r.get(5),
+                created_at: r.get(6),
+                started_at: r.get(7),
+                finished_at: r.get(8),
+                message: r.get(9),
+                progress: r.get(10),
+            };
+            let node_rows = nodes.remove(&row.uid).unwrap_or_default();
+            let wf = row.decode(db, node_rows)?;
+            by_uid.insert(wf.uid.clone(), wf);
+        }
+        Ok(uids.iter().filter_map(|u| by_uid.remove(u)).collect())
+    }
+
+    pub(crate) fn list_workflows(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<Vec<WorkflowSummary>, StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || "listing workflows".to_string();
+        let phases: Vec<&str> = filter.phases.iter().map(|p| p.as_str()).collect();
+        let limit = filter.limit.map(to_i64);
+        let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM workflows WHERE TRUE");
+        let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        if !phases.is_empty() {
+            args.push(&phases);
+            sql.push_str(&format!(" AND phase = ANY(${})", args.len()));
+        }
+        if let Some(prefix) = &filter.name_prefix {
+            // Literal and case-sensitive, like SQLite's substr comparison.
+            args.push(prefix);
+            sql.push_str(&format!(" AND starts_with(name, ${})", args.len()));
+        }
+        sql.push_str(" ORDER BY created_at DESC, id DESC");
+        if let Some(limit) = &limit {
+            args.push(limit);
+            sql.push_str(&format!(" LIMIT ${}", args.len()));
+        }
+        let rows = self.conn()?.client.query(&sql, &args).ctx(db, ctx)?;
+        rows.into_iter()
+            .map(|r| {
+                SummaryRow {
+                    uid: r.get(0),
+                    name: r.get(1),
+                    namespace: r.get(2),
+                    phase: r.get(3),
+                    created_at: r.get(4),
+                    started_at: r.get(5),
+                    finished_at: r.get(6),
+                    progress: r.get(7),
+                    message: r.get(8),
+                }
+                .decode(db)
+            })
+            .collect()
+    }
+
+    pub(crate) fn delete_workflow(&self, name_or_uid: &str) -> Result<bool, StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || format!("deleting workflow {name_or_uid:?}");
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        let find = prep(&mut tx, statements, FIND_UID, db)?;
+        let Some(uid) = tx.query_opt(&find, &[&name_or_uid]).ctx(db, ctx)? else {
+            return Ok(false);
+        };
+        let uid: String = uid.get(0);
+        let lost = prep(
+            &mut tx,
+            statements,
+            "INSERT INTO lost_leases (owner, workflow_uid, lost_at)
+             SELECT owner, workflow_uid, $2 FROM queue WHERE workflow_uid = $1 AND owner IS NOT NULL
+             ON CONFLICT (owner, workflow_uid) DO UPDATE SET lost_at = excluded.lost_at",
+            db,
+        )?;
+        tx.execute(&lost, &[&uid, &lease_micros(&chrono::Utc::now())])
+            .ctx(db, ctx)?;
+        for sql in [
+            "DELETE FROM commands WHERE workflow_uid = $1",
+            "DELETE FROM queue WHERE workflow_uid = $1",
+            "DELETE FROM node_logs WHERE workflow_uid = $1",
+            "DELETE FROM nodes WHERE workflow_uid = $1",
+            "DELETE FROM workflows WHERE uid = $1",
+        ] {
+            let stmt = prep(&mut tx, statements, sql, db)?;
+            tx.execute(&stmt, &[&uid]).ctx(db, ctx)?;
+        }
+        tx.commit().ctx(db, ctx)?;
+        Ok(true)
+    }
+
+    pub(crate) fn set_node_log(
+        &self,
+        uid: &str,
+        node_id: &str,
+        display_name: &str,
+        path: &Path,
+    ) -> Result<(), StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || format!("recording log of node {node_id:?} of workflow {uid}");
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        let exists = prep(&mut tx, statements, EXISTS_UID, db)?;
+        if tx.query_opt(&exists, &[&uid]).ctx(db, ctx)?.is_none() {
+            return Err(not_found(db, uid));
+        }
+        let upsert = prep(
+            &mut tx,
+            statements,
+            "INSERT INTO node_logs (workflow_uid, node_id, display_name, path)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (workflow_uid, node_id) DO UPDATE SET display_name = excluded.display_name, path = excluded.path",
+            db,
+        )?;
+        tx.execute(
+            &upsert,
+            &[&uid, &node_id, &display_name, &path_to_sql(path)],
+        )
+        .ctx(db, ctx)?;
+        tx.commit().ctx(db, ctx)
+    }
+
+    pub(crate) fn node_logs(&self, uid: &str) -> Result<Vec<NodeLog>, StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || format!("reading log paths of workflow {uid}");
+        let rows = self
+            .conn()?
+            .client
+            .query(
+                "SELECT node_id, display_name, path FROM node_logs WHERE workflow_uid = $1 ORDER BY id",
+                &[&uid],
+            )
+            .ctx(db, ctx)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| NodeLog {
+                node_id: r.get(0),
+                display_name: r.get(1),
+                path: path_from_sql(r.get(2)),
+            })
+            .collect())
+    }
+
+    pub(crate) fn claim_workflows(
+        &self,
+        owner: &str,
+        max: usize,
+        lease: Duration,
+        now: Time,
+    ) -> Result<Vec<StoredWorkflow>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let db = self.shown.as_path();
+        let ctx = || format!("claiming workflows for {owner}");
+        let now_us = lease_micros(&now);
+        let until = lease_until(&now, lease);
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        let gc = prep(
+            &mut tx,
+            statements,
+            "DELETE FROM lost_leases WHERE lost_at < $1",
+            db,
+        )?;
+        tx.execute(
+            &gc,
+            &[&now_us.saturating_sub(codec::LOST_LEASE_KEEP_MICROS)],
+        )
+        .ctx(db, ctx)?;
+        let expired = prep(&mut tx, statements, SELECT_EXPIRED, db)?;
+        let mut uids: Vec<String> = Vec::with_capacity(max);
+        let mut lost_owners: Vec<String> = Vec::new();
+        let mut lost_uids: Vec<String> = Vec::new();
+        for r in tx.query(&expired, &[&now_us, &to_i64(max)]).ctx(db, ctx)? {
+            let uid: String = r.get(0);
+            let old: Option<String> = r.get(1);
+            if let Some(old) = old.filter(|o| o != owner) {
+                lost_owners.push(old);
+                lost_uids.push(uid.clone());
+            }
+            uids.push(uid);
+        }
+        if uids.len() < max {
+            let queued = prep(&mut tx, statements, SELECT_QUEUED, db)?;
+            for r in tx
+                .query(&queued, &[&to_i64(max - uids.len())])
+                .ctx(db, ctx)?
+            {
+                uids.push(r.get(0));
+            }
+        }
+        if uids.is_empty() {
+            tx.commit().ctx(db, ctx)?;
+            return Ok(Vec::new());
+        }
+        let take = prep(
+            &mut tx,
+            statements,
+            "UPDATE queue SET state = 'running', owner = $2, lease_until = $3
+             WHERE workflow_uid = ANY($1)",
+            db,
+        )?;
+        tx.execute(&take, &[&uids, &owner, &until]).ctx(db, ctx)?;
+        if !lost_uids.is_empty() {
+            let record = prep(
+                &mut tx,
+                statements,
+                "INSERT INTO lost_leases (owner, workflow_uid, lost_at)
+                 SELECT l.owner, l.uid, $3 FROM unnest($1::text[], $2::text[]) AS l (owner, uid)
+                 ON CONFLICT (owner, workflow_uid) DO UPDATE SET lost_at = excluded.lost_at",
+                db,
+            )?;
+            tx.execute(&record, &[&lost_owners, &lost_uids, &now_us])
+                .ctx(db, ctx)?;
+        }
+        // It may have been lost by this owner before; it holds it again now.
+        let forget = prep(
+            &mut tx,
+            statements,
+            "DELETE FROM lost_leases WHERE owner = $1 AND workflow_uid = ANY($2)",
+            db,
+        )?;
+        tx.execute(&forget, &[&owner, &uids]).ctx(db, ctx)?;
+        let claimed = self.read_workflows(&mut tx, statements, &uids)?;
+        if claimed.len() != uids.len() {
+            return Err(corrupt(
+                db,
+                format!(
+                    "{} of {} queued workflows have no record",
+                    uids.len() - claimed.len(),
+                    uids.len()
+                ),
+            ));
+        }
+        tx.commit().ctx(db, ctx)?;
+        Ok(claimed)
+    }
+
+    pub(crate) fn heartbeat(
+        &self,
+        owner: &str,
+        lease: Duration,
+        now: Time,
+    ) -> Result<Vec<String>, StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || format!("renewing the leases of {owner}");
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        let renew = prep(
+            &mut tx,
+            statements,
+            "UPDATE queue SET lease_until = $2 WHERE owner = $1 AND state = 'running'",
+            db,
+        )?;
+        tx.execute(&renew, &[&owner, &lease_until(&now, lease)])
+            .ctx(db, ctx)?;
+        let take_lost = prep(
+            &mut tx,
+            statements,
+            "DELETE FROM lost_leases WHERE owner = $1 RETURNING workflow_uid",
+            db,
+        )?;
+        let mut lost: Vec<String> = tx
+            .query(&take_lost, &[&owner])
+            .ctx(db, ctx)?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        tx.commit().ctx(db, ctx)?;
+        lost.sort();
+        Ok(lost)
+    }
+
+    pub(crate) fn release_workflows(&self, owner: &str, uids: &[String]) -> Result<(), StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || format!("handing back workflows of {owner}");
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        let release = prep(
+            &mut tx,
+            statements,
+            "UPDATE queue SET state = 'queued', owner = NULL, lease_until = NULL
+             WHERE workflow_uid = ANY($1) AND owner = $2",
+            db,
+        )?;
+        tx.execute(&release, &[&uids, &owner]).ctx(db, ctx)?;
+        tx.commit().ctx(db, ctx)
+    }
+
+    pub(crate) fn release_owner(&self, owner: &str) -> Result<usize, StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || format!("handing back every workflow of {owner}");
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        let release = prep(
+            &mut tx,
+            statements,
+            "UPDATE queue SET state = 'queued', owner = NULL, lease_until = NULL
+             WHERE owner = $1",
+            db,
+        )?;
+        let n = tx.execute(&release, &[&owner]).ctx(db, ctx)?;
+        tx.commit().ctx(db, ctx)?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    pub(crate) fn complete_workflow(&self, uid: &str) -> Result<(), StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || format!("taking finished workflow {uid} off the queue");
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        for sql in [
+            "DELETE FROM queue WHERE workflow_uid = $1",
+            "DELETE FROM commands WHERE workflow_uid = $1",
+        ] {
+            let stmt = prep(&mut tx, statements, sql, db)?;
+            tx.execute(&stmt, &[&uid]).ctx(db, ctx)?;
+        }
+        tx.commit().ctx(db, ctx)
+    }
+
+    pub(crate) fn queue_depth(&self) -> Result<QueueDepth, StoreError> {
+        let db = self.shown.as_path();
+        let rows = self
+            .conn()?
+            .client
+            .query("SELECT state, count(*) FROM queue GROUP BY state", &[])
+            .ctx(db, || "counting the queue".into())?;
+        let mut depth = QueueDepth::default();
+        for r in rows {
+            let state: String = r.get(0);
+            let n = to_usize(r.get(1));
+            match state.as_str() {
+                QUEUED => depth.queued = n,
+                RUNNING => depth.running = n,
+                other => return Err(corrupt(db, format!("queue state {other:?}"))),
+            }
+        }
+        Ok(depth)
+    }
+
+    pub(crate) fn push_command(
+        &self,
+        uid: &str,
+        command: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let db = self.shown.as_path();
+        let json = codec::encode(db, command, || format!("command to workflow {uid}"))?;
+        let ctx = || format!("sending a command to workflow {uid}");
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        let exists = prep(&mut tx, statements, EXISTS_UID, db)?;
+        if tx.query_opt(&exists, &[&uid]).ctx(db, ctx)?.is_none() {
+            return Err(not_found(db, uid));
+        }
+        let insert = prep(
+            &mut tx,
+            statements,
+            "INSERT INTO commands (workflow_uid, command) VALUES ($1, $2)",
+            db,
+        )?;
+        tx.execute(&insert, &[&uid, &json]).ctx(db, ctx)?;
+        tx.commit().ctx(db, ctx)
+    }
+
+    pub(crate) fn take_commands(&self, uid: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || format!("reading commands to workflow {uid}");
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        let take = prep(
+            &mut tx,
+            statements,
+            "DELETE FROM commands WHERE workflow_uid = $1 RETURNING id, command",
+            db,
+        )?;
+        let raw: Vec<(i64, String)> = tx
+            .query(&take, &[&uid])
+            .ctx(db, ctx)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        tx.commit().ctx(db, ctx)?;
+        decode_commands(db, uid, raw)
+    }
+}
+
+fn connect(config: &Config, shown: &Path) -> Result<Client, StoreError> {
+    let mut config = config.clone();
+    if config.get_connect_timeout().is_none() {
+        // A server that does not answer should fail the command, not hang it.
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("roadie");
+    }
+    config
+        .connect(NoTls)
+        .ctx(shown, || "connecting to PostgreSQL".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(
+            redact("postgres://me:s3cret@db.example:5432/roadie?sslmode=disable"),
+            "postgres://me:***@db.example:5432/roadie?sslmode=disable"
+        );
+        assert_eq!(
+            redact("postgres://me@127.0.0.1:5432/roadie"),
+            "postgres://me@127.0.0.1:5432/roadie"
+        );
+        assert_eq!(
+            redact("postgresql://127.0.0.1/roadie"),
+            "postgresql://127.0.0.1/roadie"
+        );
+    }
+}
