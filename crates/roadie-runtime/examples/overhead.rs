@@ -21,12 +21,12 @@ async fn main() {
 
     // Warm up both paths (page cache, PATH lookup).
     for _ in 0..20 {
-        raw_true();
+        raw_echo();
     }
 
     let (t, c) = (Instant::now(), cpu());
     for _ in 0..n {
-        raw_true();
+        raw_echo();
     }
     let (raw_spawn, raw_spawn_cpu) = (t.elapsed() / n, (cpu() - c) / n);
 
@@ -34,7 +34,7 @@ async fn main() {
     // against that too.
     let (t, c) = (Instant::now(), cpu());
     for _ in 0..n {
-        forked_true();
+        forked_echo();
     }
     let (raw, raw_cpu) = (t.elapsed() / n, (cpu() - c) / n);
 
@@ -92,7 +92,7 @@ fn cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-fn raw_true() {
+fn raw_echo() {
     let status = Command::new("echo")
         .arg("hello")
         .stdin(Stdio::null())
@@ -103,7 +103,7 @@ fn raw_true() {
     assert!(status.success());
 }
 
-fn forked_true() {
+fn forked_echo() {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new("echo");
     cmd.arg("hello")
