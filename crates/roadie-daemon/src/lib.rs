@@ -6,5 +6,15 @@
 //! This crate does not parse command lines or draw trees (the `roadie`
 //! binary does) and holds no scheduling rule (the engine does).
 
+pub mod client;
+pub mod control;
 pub mod driver;
+mod error;
+pub mod supervisor;
+pub mod testmode;
 pub mod worker;
+
+pub use client::DaemonClient;
+pub use control::{DaemonStatus, SupervisorState, WorkerReport, WorkerState, WorkerStatus};
+pub use error::DaemonError;
+pub use supervisor::worker_owner;

@@ -2,6 +2,7 @@
 //! layers (spec for lint, engine + runtime + store for runs, store for queries).
 
 mod commands;
+mod daemon_cmd;
 mod render;
 mod runner;
 
@@ -128,6 +129,11 @@ enum Command {
         #[arg(long)]
         completed: bool,
     },
+    /// Manage the profile's daemon: a background supervisor and its workers.
+    #[command(
+        after_help = "Examples:\n  roadie daemon start --workers 2\n  roadie daemon status\n  roadie daemon incr 2\n  roadie daemon logs --follow\n  roadie daemon stop"
+    )]
+    Daemon(daemon_cmd::DaemonArgs),
 }
 
 /// Lints a workflow file, checking expr-lang expressions too.
@@ -167,6 +173,7 @@ fn main() -> ExitCode {
         Command::Delete { names, completed } => {
             commands::delete(profile.as_deref(), &names, completed)
         }
+        Command::Daemon(args) => daemon_cmd::run(profile.as_deref(), args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

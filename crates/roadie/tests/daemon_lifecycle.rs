@@ -319,7 +319,7 @@ fn crash_loop_protection_and_restart() {
     kill(first, "KILL");
     // Restarts after 1, 2, 4 and 8 s crash too; the fifth crash gives up.
     let s = d.wait_status(Duration::from_secs(45), "slot given up", |s| {
-        s["workers"][0]["state"] == "gave-up"
+        s["workers"][0]["state"] == "gave_up"
     });
     assert_eq!(s["workers"][0]["recent_crashes"], 5);
     let wide = d.roadie(&["daemon", "status"]);
