@@ -19,7 +19,8 @@
 //! ```
 //!
 //! `report` is how a worker tells the supervisor it is up and how many
-//! workflows it holds; see [`report_worker`]. A worker should report once
+//! workflows it holds; see [`report_worker`] and, for workers on an async
+//! runtime, [`WorkerReporter`]. A worker should report once
 //! when it is ready to take work and again whenever its count changes (or
 //! every few seconds); the count is shown by `roadie daemon status`. A worker
 //! that never reports is counted as up after
@@ -308,6 +309,66 @@ pub fn report_worker(profile: &Profile, report: &WorkerReport) -> Result<(), Dae
             profile: profile.name.clone(),
             message: format!("expected ok, got {other:?}"),
         }),
+    }
+}
+
+/// Reports a worker's state to its supervisor from a background thread, so
+/// a worker on an async runtime never blocks on the socket: [`report`]
+/// only queues the number, and the thread sends the latest one.
+///
+/// [`report`]: WorkerReporter::report
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let profile = roadie_store::Profile::resolve(None)?;
+/// let reporter = roadie_daemon::control::WorkerReporter::start(profile, 0);
+/// reporter.report(0); // up, holding nothing
+/// reporter.report(3); // now holding three workflows
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct WorkerReporter {
+    tx: std::sync::mpsc::Sender<u64>,
+}
+
+impl WorkerReporter {
+    /// Starts the reporting thread of worker `index` (this process).
+    pub fn start(profile: Profile, index: usize) -> WorkerReporter {
+        let (tx, rx) = std::sync::mpsc::channel::<u64>();
+        let spawned = std::thread::Builder::new()
+            .name("report".into())
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                let mut warned = false;
+                while let Ok(mut n) = rx.recv() {
+                    // Only the latest count matters.
+                    while let Ok(later) = rx.try_recv() {
+                        n = later;
+                    }
+                    let report = WorkerReport {
+                        index,
+                        pid: std::process::id(),
+                        workflows_running: n,
+                    };
+                    if let Err(e) = report_worker(&profile, &report)
+                        && !warned
+                    {
+                        eprintln!("worker {index}: cannot report to the supervisor: {e}");
+                        warned = true;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("worker {index}: cannot start the reporting thread: {e}");
+        }
+        WorkerReporter { tx }
+    }
+
+    /// Queues a report: the worker is up and holds `workflows_running`
+    /// workflows. Never blocks.
+    pub fn report(&self, workflows_running: u64) {
+        let _ = self.tx.send(workflows_running);
     }
 }
 

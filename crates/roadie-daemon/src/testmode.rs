@@ -10,6 +10,8 @@
 //! runs), else the variable's value:
 //!
 //! - `idle`: reports itself up, then waits for SIGTERM and exits 0;
+//! - `busy`: like `idle`, but reports [`BUSY_WORKFLOWS`] workflows through a
+//!   [`control::WorkerReporter`];
 //! - `crash`: exits with code 3 at once (crash loops);
 //! - `stubborn`: reports itself up and ignores SIGTERM; it exits only when
 //!   its supervisor is gone (or on SIGKILL), for stop timeouts.
@@ -28,6 +30,9 @@ pub const TEST_MODE_ENV: &str = "ROADIE_WORKER_TEST_MODE";
 
 /// The file in the profile directory that overrides the variable's value.
 pub const TEST_MODE_FILE: &str = "test-worker-mode";
+
+/// What a `busy` stand-in reports as its running workflows.
+pub const BUSY_WORKFLOWS: u64 = 5;
 
 /// The test mode asked for by the environment, if any.
 pub fn test_mode_from_env() -> Option<String> {
@@ -65,6 +70,13 @@ pub fn run_test_worker(
             set.wait()?;
             Ok(0)
         }
+        "busy" => {
+            let reporter = control::WorkerReporter::start(profile.clone(), index);
+            reporter.report(0);
+            reporter.report(BUSY_WORKFLOWS);
+            set.wait()?;
+            Ok(0)
+        }
         "crash" => {
             eprintln!("test worker {index}: crashing on purpose (test-worker-mode crash)");
             Ok(3)
@@ -82,7 +94,7 @@ pub fn run_test_worker(
             }
         }
         other => anyhow::bail!(
-            "unknown {TEST_MODE_ENV} mode {other:?} (expected idle, crash or stubborn)"
+            "unknown {TEST_MODE_ENV} mode {other:?} (expected idle, busy, crash or stubborn)"
         ),
     }
 }

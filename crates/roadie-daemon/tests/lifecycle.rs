@@ -69,58 +69,65 @@ fn play_roadie(args: &[String]) -> ExitCode {
 
 type Test = (&'static str, fn());
 
-const TESTS: &[Test] = &[
-    (
-        "start_status_already_running_stop",
-        start_status_already_running_stop,
-    ),
-    ("not_running_errors", not_running_errors),
-    (
-        "incr_and_decr_change_the_live_workers",
-        incr_and_decr_change_the_live_workers,
-    ),
-    ("killed_worker_is_restarted", killed_worker_is_restarted),
-    (
-        "crash_loop_gives_up_and_restart_retries",
-        crash_loop_gives_up_and_restart_retries,
-    ),
-    ("stop_without_wait", stop_without_wait),
-    ("stop_timeout_is_reported", stop_timeout_is_reported),
-    (
-        "restart_keeps_supervisor_reset_replaces_it",
-        restart_keeps_supervisor_reset_replaces_it,
-    ),
-    (
-        "killed_supervisor_leaves_no_worker",
-        killed_supervisor_leaves_no_worker,
-    ),
-    (
-        "start_fails_when_workers_crash",
-        start_fails_when_workers_crash,
-    ),
-    (
-        "timeout_comes_from_the_profile_config",
-        timeout_comes_from_the_profile_config,
-    ),
-    (
-        "missing_program_is_an_io_error",
-        missing_program_is_an_io_error,
-    ),
+macro_rules! tests {
+    ($($f:ident),* $(,)?) => {
+        &[$((stringify!($f), $f as fn())),*]
+    };
+}
+
+/// Every test, by function name.
+const TESTS: &[Test] = tests![
+    start_status_already_running_stop,
+    not_running_errors,
+    incr_and_decr_change_the_live_workers,
+    killed_worker_is_restarted,
+    crash_loop_gives_up_and_restart_retries,
+    stop_without_wait,
+    stop_timeout_is_reported,
+    restart_keeps_supervisor_reset_replaces_it,
+    killed_supervisor_leaves_no_worker,
+    start_fails_when_workers_crash,
+    timeout_comes_from_the_profile_config,
+    missing_program_is_an_io_error,
+    workers_report_their_workflows,
 ];
 
 /// Runs the tests whose names contain any non-flag argument (all without
-/// one), one after another, and reports like libtest.
+/// one; the exact names with `--exact`), one after another, and reports
+/// like libtest. Understands the libtest flags cargo-nextest uses:
+/// `--list [--ignored] [--format terse]` and `--exact NAME --nocapture`.
 fn run_tests(args: &[String]) -> ExitCode {
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    if args.iter().any(|a| a == "--list") {
-        for (name, _) in TESTS {
-            println!("{name}: test");
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    if flag("--list") {
+        // No test is ignored.
+        if !flag("--ignored") {
+            for (name, _) in TESTS {
+                println!("{name}: test");
+            }
         }
         return ExitCode::SUCCESS;
     }
+    let mut filters = Vec::new();
+    let mut iter = args.iter();
+    while let Some(a) = iter.next() {
+        match a.as_str() {
+            // Flags of libtest that take a value.
+            "--format" | "--test-threads" | "--skip" | "--color" | "-Z" => {
+                iter.next();
+            }
+            f if f.starts_with('-') => {}
+            name => filters.push(name),
+        }
+    }
+    let exact = flag("--exact");
     let selected: Vec<&Test> = TESTS
         .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .filter(|(name, _)| {
+            filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|f| if exact { name == f } else { name.contains(f) })
+        })
         .collect();
     println!("\nrunning {} tests", selected.len());
     let mut failed = Vec::new();
@@ -631,4 +638,31 @@ fn missing_program_is_an_io_error() {
         other => panic!("{other:?}"),
     }
     assert!(!client.is_running());
+}
+
+fn workers_report_their_workflows() {
+    let f = Fixture::new();
+    f.worker_mode("busy");
+    f.client.start(2).expect("start");
+    let s = f.wait_status(Duration::from_secs(10), "both report", |s| {
+        s.workers
+            .iter()
+            .all(|w| w.workflows_running == Some(testmode::BUSY_WORKFLOWS))
+    });
+    assert!(s.workers.iter().all(|w| w.state == WorkerState::Up));
+    // A report from a pid that is not the slot's live process is ignored.
+    roadie_daemon::control::report_worker(
+        &f.profile,
+        &roadie_daemon::WorkerReport {
+            index: 0,
+            pid: 1,
+            workflows_running: 99,
+        },
+    )
+    .expect("report");
+    assert_eq!(
+        f.status().workers[0].workflows_running,
+        Some(testmode::BUSY_WORKFLOWS)
+    );
+    f.client.stop(true).expect("stop");
 }
