@@ -232,11 +232,17 @@ impl DaemonClient {
                     .map_err(DaemonError::io(&log_path, "cannot open the daemon log"))?,
             )
             .stderr(log);
-        // SAFETY: setsid is async-signal-safe. A new session detaches the
-        // supervisor from our terminal and process group.
+        // SAFETY: setsid, sigemptyset and pthread_sigmask are
+        // async-signal-safe. A new session detaches the supervisor from our
+        // terminal and process group.
         unsafe {
             cmd.pre_exec(|| {
                 libc::setsid();
+                // A caller's blocked signals would be inherited through
+                // exec; the supervisor expects a clean mask.
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
                 Ok(())
             });
         }

@@ -440,10 +440,19 @@ fn spawn_worker(program: &Path, args: &[OsString], events: &Sender<Event>) -> Re
         // Its own group: Ctrl-C on a foreground supervisor's terminal reaches
         // the supervisor only, which then stops the workers in order.
         .process_group(0);
-    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between
-    // fork and exec.
+    // SAFETY: only async-signal-safe calls (sigemptyset, pthread_sigmask,
+    // prctl, getppid, _exit) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            // The supervisor blocks its stop signals (its signal thread
+            // takes them with sigwait); a blocked mask survives exec, and a
+            // worker that cannot receive SIGTERM could neither be stopped
+            // nor follow its dead supervisor.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            if libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::other("cannot clear the signal mask"));
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -12,6 +12,8 @@
 //! - `idle`: reports itself up, then waits for SIGTERM and exits 0;
 //! - `busy`: like `idle`, but reports [`BUSY_WORKFLOWS`] workflows through a
 //!   [`control::WorkerReporter`];
+//! - `plain`: reports itself up and sleeps with every signal at its default
+//!   (SIGTERM kills it), as a worker with no handlers of its own;
 //! - `crash`: exits with code 3 at once (crash loops);
 //! - `stubborn`: reports itself up and ignores SIGTERM; it exits only when
 //!   its supervisor is gone (or on SIGKILL), for stop timeouts.
@@ -50,10 +52,18 @@ pub fn run_test_worker(
     let mode = std::fs::read_to_string(profile.dir.join(TEST_MODE_FILE))
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| env_mode.to_string());
+    // The signals a worker must be able to receive: nothing may arrive
+    // blocked from the supervisor (checked before this mode blocks them).
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
-    set.thread_block()?;
+    let inherited = SigSet::thread_get_mask()?;
+    if inherited.contains(Signal::SIGTERM) || inherited.contains(Signal::SIGINT) {
+        anyhow::bail!("test worker {index}: started with SIGTERM or SIGINT blocked");
+    }
+    if mode != "plain" {
+        set.thread_block()?;
+    }
     let report = || {
         control::report_worker(
             profile,
@@ -77,6 +87,13 @@ pub fn run_test_worker(
             set.wait()?;
             Ok(0)
         }
+        "plain" => {
+            report()?;
+            // Default dispositions: SIGTERM ends the process.
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
         "crash" => {
             eprintln!("test worker {index}: crashing on purpose (test-worker-mode crash)");
             Ok(3)
@@ -94,7 +111,7 @@ pub fn run_test_worker(
             }
         }
         other => anyhow::bail!(
-            "unknown {TEST_MODE_ENV} mode {other:?} (expected idle, busy, crash or stubborn)"
+            "unknown {TEST_MODE_ENV} mode {other:?} (expected idle, plain, busy, crash or stubborn)"
         ),
     }
 }

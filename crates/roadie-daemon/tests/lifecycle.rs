@@ -90,6 +90,7 @@ const TESTS: &[Test] = tests![
     timeout_comes_from_the_profile_config,
     missing_program_is_an_io_error,
     workers_report_their_workflows,
+    workers_start_with_no_blocked_signals,
 ];
 
 /// Runs the tests whose names contain any non-flag argument (all without
@@ -665,4 +666,32 @@ fn workers_report_their_workflows() {
         Some(testmode::BUSY_WORKFLOWS)
     );
     f.client.stop(true).expect("stop");
+}
+
+/// A worker with default signal dispositions (no handler, no mask of its
+/// own) is stopped by `stop` and follows a killed supervisor: nothing the
+/// supervisor blocks for itself reaches its workers.
+fn workers_start_with_no_blocked_signals() {
+    let f = Fixture::new();
+    f.worker_mode("plain");
+    let s = f.client.start(2).expect("start");
+    for pid in s.worker_pids() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let blocked = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).expect("hex"))
+            .expect("SigBlk");
+        assert_eq!(blocked, 0, "worker {pid} starts with blocked signals");
+    }
+    f.client.stop(true).expect("stop");
+    assert!(
+        f.log().contains("killed by signal 15 (SIGTERM)"),
+        "{}",
+        f.log()
+    );
+
+    let s = f.client.start(2).expect("start again");
+    kill(s.pid, libc::SIGKILL);
+    wait_gone(&s.worker_pids(), Duration::from_secs(10));
 }

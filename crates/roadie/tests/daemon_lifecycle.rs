@@ -90,15 +90,18 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Kills what a failed test left: the workers it can see, and the
+    /// supervisor by its pid file (which does not need a working client);
+    /// workers also die with their supervisor.
     fn drop(&mut self) {
         let out = self.env.roadie(&["daemon", "status", "-o", "json"]);
         if let Ok(s) = serde_json::from_str::<Value>(&out.stdout) {
-            for pid in worker_pids(&s)
-                .into_iter()
-                .chain(s["pid"].as_u64().map(|p| p as u32))
-            {
+            for pid in worker_pids(&s) {
                 kill(pid, "KILL");
             }
+        }
+        if let Ok(pid) = std::fs::read_to_string(self.profile_dir().join("daemon.pid")) {
+            kill(pid.trim().parse().unwrap_or(0), "KILL");
         }
     }
 }
@@ -126,6 +129,9 @@ fn states(status: &Value) -> Vec<String> {
 }
 
 fn kill(pid: u32, sig: &str) {
+    if pid == 0 {
+        return;
+    }
     let _ = std::process::Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
