@@ -277,13 +277,20 @@ impl DaemonClient {
             }
             let left = deadline - now;
             match self.status_within(left.min(Duration::from_secs(2))) {
+                // Another start won the race for the lock: ours exits soon.
+                Ok(status) if status.pid != child.id() => {}
                 Ok(status) => {
                     if let Some(reason) = crashed_worker(&status, None) {
                         // Leave nothing half-started behind.
                         let _ =
                             control::request(&self.profile, &Request::Stop { wait: true }, left);
                         let _ = child.wait();
-                        return Err(failed(reason));
+                        let said = worker_output(&log_path, log_start);
+                        return Err(failed(if said.is_empty() {
+                            reason
+                        } else {
+                            format!("{reason}: {said}")
+                        }));
                     }
                     if status.workers.len() == workers && status.workers_up() == workers {
                         reap_in_background(child);
@@ -507,6 +514,21 @@ fn log_tail(path: &Path, from: u64) -> String {
     } else {
         tail.join(" / ")
     }
+}
+
+/// The last lines the workers (not the supervisor) wrote to the log since
+/// `from`: usually why a worker could not start.
+fn worker_output(path: &Path, from: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.seek(SeekFrom::Start(from));
+        let _ = f.take(64 * 1024).read_to_string(&mut text);
+    }
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains(" supervisor["))
+        .collect();
+    lines[lines.len().saturating_sub(3)..].join(" / ")
 }
 
 /// Waits for the supervisor in a thread so it leaves no zombie in a

@@ -91,6 +91,7 @@ const TESTS: &[Test] = tests![
     missing_program_is_an_io_error,
     workers_report_their_workflows,
     workers_start_with_no_blocked_signals,
+    concurrent_starts_run_one_daemon,
 ];
 
 /// Runs the tests whose names contain any non-flag argument (all without
@@ -581,6 +582,8 @@ fn start_fails_when_workers_crash() {
         Err(DaemonError::StartFailed { reason, log }) => {
             assert!(reason.contains("before it was up"), "{reason}");
             assert!(reason.contains("exited with code 3"), "{reason}");
+            // What the worker said is part of the reason.
+            assert!(reason.contains("crashing on purpose"), "{reason}");
             assert_eq!(log, f.client.log_path());
             let text = std::fs::read_to_string(&log).expect("log");
             assert!(text.contains("crashing on purpose"), "{text}");
@@ -694,4 +697,29 @@ fn workers_start_with_no_blocked_signals() {
     let s = f.client.start(2).expect("start again");
     kill(s.pid, libc::SIGKILL);
     wait_gone(&s.worker_pids(), Duration::from_secs(10));
+}
+
+fn concurrent_starts_run_one_daemon() {
+    let f = Fixture::new();
+    let results: Vec<Result<DaemonStatus, DaemonError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4).map(|_| scope.spawn(|| f.client.start(1))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let ok: Vec<&DaemonStatus> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(ok.len(), 1, "exactly one start wins: {results:#?}");
+    let winner = ok[0].pid;
+    for r in &results {
+        match r {
+            Ok(_) => {}
+            Err(DaemonError::AlreadyRunning { pid, .. }) => {
+                assert!(pid.is_none_or(|p| p == winner), "{r:?}")
+            }
+            Err(e) => panic!("a losing start failed otherwise: {e}"),
+        }
+    }
+    assert_eq!(f.status().pid, winner);
+    f.client.stop(true).expect("stop");
 }
