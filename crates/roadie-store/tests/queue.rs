@@ -14,7 +14,13 @@ use serde_json::json;
 
 const LEASE: Duration = Duration::from_secs(30);
 
+/// Parsed once: ten thousand YAML parses would dominate a debug test run.
 fn manifest() -> Workflow {
+    static PARSED: std::sync::OnceLock<Workflow> = std::sync::OnceLock::new();
+    PARSED.get_or_init(parse_manifest).clone()
+}
+
+fn parse_manifest() -> Workflow {
     roadie_spec::parse_workflow(
         "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {generateName: q-}\n\
          spec: {entrypoint: main, templates: [{name: main, container: {image: alpine, command: [\"true\"]}}]}\n",

@@ -10,7 +10,9 @@
 //! PostgreSQL refuses to run as root, so under root the server runs as the
 //! `postgres` user (`setpriv`), its directory chowned to it.
 //!
-//! Nothing is left behind: the postmaster is this process's child, started
+//! `initdb` runs once per machine, into a template cluster
+//! (`roadie-pgtest-template-<version>-<uid>` in `/dev/shm`, else the
+//! temporary directory), which each test process copies. Nothing else is left behind: the postmaster is this process's child, started
 //! by a thread that lives as long as the process, with a parent-death
 //! signal (SIGINT: fast shutdown), so it ends with the test process even
 //! after SIGKILL; at a normal exit an `atexit` handler stops it, waits for
@@ -133,43 +135,25 @@ fn start() -> PgServer {
     let bin = bin_dir();
     let dir = tempfile::Builder::new()
         .prefix("roadie-pgtest-")
-        .tempdir()
+        .tempdir_in(scratch_dir())
         .expect("creating a temporary directory for PostgreSQL")
         .keep();
-    if is_root() {
-        let out = Command::new("chown")
-            .arg("postgres:postgres")
-            .arg(&dir)
-            .output()
-            .expect("running chown");
-        assert!(
-            out.status.success(),
-            "chown postgres {} failed (does the postgres user exist? scripts/setup.sh creates it): {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    chown_to_postgres(&dir);
+    // A copy of a cluster made once per machine: much faster than initdb,
+    // which matters when each test is a process of its own (nextest).
+    let template = template(&bin);
     let data = dir.join("data");
-    let out = command(&bin.join("initdb"), false)
-        .arg("-D")
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(&template)
         .arg(&data)
-        .args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-locale",
-            "--no-sync",
-            "--no-instructions",
-        ])
         .output()
-        .expect("running initdb");
+        .expect("running cp");
     assert!(
         out.status.success(),
-        "initdb -D {} failed: {}{}",
+        "cp -a {} {} failed: {}",
+        template.display(),
         data.display(),
-        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 
@@ -196,6 +180,97 @@ fn start() -> PgServer {
         }
     }
     panic!("the test PostgreSQL did not start: {last_error}");
+}
+
+/// Where clusters go: `$ROADIE_PGTEST_DIR`, else `/dev/shm` (memory: copying
+/// a cluster and creating databases there takes a tenth of the time they take
+/// on a disk), else the temporary directory.
+fn scratch_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ROADIE_PGTEST_DIR") {
+        return PathBuf::from(dir);
+    }
+    let shm = Path::new("/dev/shm");
+    let writable = tempfile::Builder::new()
+        .prefix("roadie-pgtest-probe-")
+        .tempdir_in(shm)
+        .is_ok();
+    if writable {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// Under root, the server runs as `postgres` and must own its directories.
+fn chown_to_postgres(dir: &Path) {
+    if !is_root() {
+        return;
+    }
+    let out = Command::new("chown")
+        .arg("postgres:postgres")
+        .arg(dir)
+        .output()
+        .expect("running chown");
+    assert!(
+        out.status.success(),
+        "chown postgres {} failed (does the postgres user exist? installing Debian's \
+         postgresql, as scripts/setup.sh does, creates it): {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The template cluster for `bin`'s PostgreSQL version: made by `initdb`
+/// the first time (under a file lock, so concurrent test processes make it
+/// once) in the temporary directory, and reused by every later test run.
+fn template(bin: &Path) -> PathBuf {
+    use std::os::fd::AsRawFd;
+
+    let version = bin
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|v| v.to_str())
+        .unwrap_or("custom");
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let base = scratch_dir().join(format!("roadie-pgtest-template-{version}-{euid}"));
+    let lock_path = base.with_extension("lock");
+    let lock = std::fs::File::create(&lock_path)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", lock_path.display()));
+    // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
+    let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(locked, 0, "locking {}", lock_path.display());
+    let data = base.join("data");
+    if base.join("ready").is_file() {
+        return data;
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).expect("creating the template directory");
+    chown_to_postgres(&base);
+    let out = command(&bin.join("initdb"), false)
+        .arg("-D")
+        .arg(&data)
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+            "--no-instructions",
+        ])
+        .output()
+        .expect("running initdb");
+    assert!(
+        out.status.success(),
+        "initdb -D {} failed: {}{}",
+        data.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(base.join("ready"), b"").expect("marking the template ready");
+    data
 }
 
 /// Starts the postmaster from a thread that never ends, so that its
