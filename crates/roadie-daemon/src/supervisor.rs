@@ -311,8 +311,8 @@ pub fn run(profile: &Profile, opts: SupervisorOptions) -> Result<(), DaemonError
         started: Instant::now(),
         stop_waiters: Vec::new(),
         spawner,
-        store: None,
-        store_failed: false,
+        store: StoreThread::start(profile.clone())?,
+        stop_signals: 0,
     };
     sup.add_workers(opts.workers);
     sup.event_loop(rx);
@@ -354,7 +354,15 @@ fn signal_thread(set: SigSet, tx: Sender<Event>) {
 
 fn accept_thread(listener: UnixListener, tx: Sender<Event>) {
     for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors, most likely: do not spin.
+                log(format_args!("cannot accept a control connection: {e}"));
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
         let tx = tx.clone();
         // One short-lived thread per connection, so a client that connects
         // and says nothing cannot hold up the others.
@@ -490,6 +498,84 @@ fn spawn_worker(program: &Path, args: &[OsString], events: &Sender<Event>) -> Re
     Ok(pid)
 }
 
+/// Store work of the supervisor, on its own thread: opening a store (a
+/// PostgreSQL server that does not answer) or a query may block, and the
+/// main loop must keep noticing dead workers and answering clients.
+struct StoreThread {
+    jobs: Sender<StoreJob>,
+}
+
+enum StoreJob {
+    /// Hand back every workflow a dead worker held.
+    Release { owner: String, index: usize },
+    /// Count the queue.
+    Depth(Sender<Option<roadie_store::QueueDepth>>),
+}
+
+/// How long `status` waits for the queue depth before leaving it unknown.
+const DEPTH_WAIT: Duration = Duration::from_millis(500);
+
+impl StoreThread {
+    fn start(profile: Profile) -> Result<StoreThread, DaemonError> {
+        let (jobs, rx) = mpsc::channel::<StoreJob>();
+        std::thread::Builder::new()
+            .name("store".into())
+            .stack_size(512 * 1024)
+            .spawn(move || {
+                let mut store = None;
+                let mut warned = false;
+                for job in rx {
+                    if store.is_none() {
+                        // INTEGRATION: open the store the workers use
+                        // (`worker::open_store`: ROADIE_STORE, the profile's
+                        // config, else its SQLite file) once it is in.
+                        match roadie_store::Store::open_profile(&profile) {
+                            Ok(s) => store = Some(s),
+                            Err(e) if !warned => {
+                                log(format_args!("cannot open the store: {e}"));
+                                warned = true;
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                    match job {
+                        StoreJob::Release { owner, index } => {
+                            let Some(store) = &store else { continue };
+                            match store.release_owner(&owner) {
+                                Ok(0) => {}
+                                Ok(n) => log(format_args!(
+                                    "worker {index}: {n} workflow(s) handed back to the queue"
+                                )),
+                                Err(e) => log(format_args!(
+                                    "worker {index}: cannot hand its workflows back to the \
+                                     queue ({e}); their leases will expire instead"
+                                )),
+                            }
+                        }
+                        StoreJob::Depth(reply) => {
+                            let depth = store.as_ref().and_then(|s| s.queue_depth().ok());
+                            let _ = reply.send(depth);
+                        }
+                    }
+                }
+            })
+            .map_err(DaemonError::io("thread", "cannot start the store thread"))?;
+        Ok(StoreThread { jobs })
+    }
+
+    fn send(&self, job: StoreJob) {
+        let _ = self.jobs.send(job);
+    }
+
+    /// The queue depth, or `None` if the store cannot say within
+    /// [`DEPTH_WAIT`].
+    fn queue_depth(&self) -> Option<roadie_store::QueueDepth> {
+        let (tx, rx) = mpsc::channel();
+        self.send(StoreJob::Depth(tx));
+        rx.recv_timeout(DEPTH_WAIT).ok().flatten()
+    }
+}
+
 struct Proc {
     pid: u32,
     started: Instant,
@@ -521,8 +607,9 @@ struct Supervisor {
     started: Instant,
     stop_waiters: Vec<UnixStream>,
     spawner: Spawner,
-    store: Option<roadie_store::Store>,
-    store_failed: bool,
+    store: StoreThread,
+    /// Stop signals received: the second one kills the workers.
+    stop_signals: u32,
 }
 
 impl Supervisor {
@@ -542,8 +629,23 @@ impl Supervisor {
                 Ok(Event::Exited(pid)) => self.on_exit(pid),
                 Ok(Event::Control(req, conn)) => self.on_request(req, conn),
                 Ok(Event::Signal(sig)) => {
-                    log(format_args!("received {}: stopping", sig.as_str()));
-                    self.begin_stop();
+                    self.stop_signals += 1;
+                    if self.stop_signals == 1 {
+                        log(format_args!(
+                            "received {}: stopping (a second signal kills the workers)",
+                            sig.as_str()
+                        ));
+                        self.begin_stop();
+                    } else {
+                        log(format_args!(
+                            "received {} again: killing the workers",
+                            sig.as_str()
+                        ));
+                        self.begin_stop();
+                        for p in self.slots.iter().filter_map(|s| s.proc.as_ref()) {
+                            let _ = kill(Pid::from_raw(p.pid as libc::pid_t), Signal::SIGKILL);
+                        }
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 // Every sender is ours and lives as long as we do.
@@ -729,35 +831,7 @@ impl Supervisor {
     /// when their leases expire.
     fn release(&mut self, pid: u32, index: usize) {
         let owner = worker_owner(pid, index);
-        let Some(store) = self.store() else { return };
-        match store.release_owner(&owner) {
-            Ok(0) => {}
-            Ok(n) => log(format_args!(
-                "worker {index}: {n} workflow(s) handed back to the queue"
-            )),
-            Err(e) => log(format_args!(
-                "worker {index}: cannot hand its workflows back to the queue ({e}); \
-                 their leases will expire instead"
-            )),
-        }
-    }
-
-    /// The profile's store, opened on first use; `None` when it cannot be
-    /// opened (logged once; tried again on the next use), which must not
-    /// stop the supervisor.
-    fn store(&mut self) -> Option<&roadie_store::Store> {
-        if self.store.is_none() {
-            match roadie_store::Store::open_profile(&self.profile) {
-                Ok(s) => self.store = Some(s),
-                Err(e) => {
-                    if !self.store_failed {
-                        log(format_args!("cannot open the store: {e}"));
-                    }
-                    self.store_failed = true;
-                }
-            }
-        }
-        self.store.as_ref()
+        self.store.send(StoreJob::Release { owner, index });
     }
 
     fn begin_stop(&mut self) {
@@ -919,9 +993,9 @@ impl Supervisor {
             })
             .collect();
         let store = self.profile.db_path().display().to_string();
-        let (queue_depth, workflows_claimed) = match self.store().map(|s| s.queue_depth()) {
-            Some(Ok(d)) => (Some(d.queued as u64), Some(d.running as u64)),
-            _ => (None, None),
+        let (queue_depth, workflows_claimed) = match self.store.queue_depth() {
+            Some(d) => (Some(d.queued as u64), Some(d.running as u64)),
+            None => (None, None),
         };
         DaemonStatus {
             profile: self.profile.name.clone(),
