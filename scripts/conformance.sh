@@ -9,15 +9,23 @@
 #   PATTERN     only the example files whose path contains one of these
 #
 # Each example runs in its own ROADIE_HOME and working directory (steps run in
-# roadie's cwd). Rows marked CronWorkflow are skipped: `roadie run` takes
-# Workflows only. forever.yaml (expected `Running`) is started, checked to be
-# Running, and stopped with SIGINT. Prints a table (file, expected, got,
-# seconds, reason), a pass count and the slowest examples; the table is also
-# written to target/conformance.md. Exit status 0 when every example not in
-# tests/conformance/known-failures.tsv passed, 1 otherwise.
+# roadie's cwd) and, when run as root where `unshare` works, in its own mount
+# and network namespace with a private /tmp and loopback, as a pod would: the
+# examples write fixed paths (/tmp/message) and bind fixed ports (nginx on 80).
+# tests/conformance/bin comes first on roadie's PATH: `sh` is BusyBox ash, as
+# in the examples' images, `apk` checks tools are installed, `nc` is ncat.
+# Rows marked CronWorkflow are skipped: `roadie run` takes Workflows only.
+# forever.yaml (expected `Running`) is started, checked to be Running, and
+# stopped with SIGINT. Suspended nodes are resumed with `roadie resume` and
+# examples using templateRef get tests/conformance/templates/ stored with
+# `roadie template create`, once roadie has those commands. Prints a table
+# (file, expected, got, seconds, reason), a pass count and the slowest
+# examples; the table is also written to target/conformance.md. Exit status 0
+# when every example not in tests/conformance/known-failures.tsv passed.
 #
+# The same run, for CI: cargo test -p roadie --test conformance.
 # Needs the examples' host programs: run scripts/setup.sh first (python,
-# node, cowsay, nginx, jq, curl, argosay).
+# node, cowsay, nginx, jq, curl, busybox, ncat, argosay).
 set -uo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -57,7 +65,18 @@ for prog in python node cowsay argosay jq curl nginx; do
     command -v "$prog" >/dev/null 2>&1 || echo "conformance: warning: '$prog' is not on PATH (scripts/setup.sh installs it); examples that use it will fail" >&2
 done
 
-scratch=$(mktemp -d "${TMPDIR:-/tmp}/roadie-conformance.XXXXXX")
+# Not under /tmp: each example gets a private /tmp, and `roadie get` runs
+# outside it.
+mkdir -p "$repo/target"
+scratch=$(mktemp -d "$repo/target/conformance-runs.XXXXXX")
+isolate=0
+if unshare --mount --net --propagation private sh -c 'ip link set lo up && mount -t tmpfs roadie-probe /tmp' >/dev/null 2>&1; then
+    isolate=1
+fi
+shims=$repo/tests/conformance/bin
+has_cmd() { "$roadie" "$1" --help >/dev/null 2>&1; }
+has_resume=0; has_cmd resume && has_resume=1
+has_template=0; has_cmd template && has_template=1
 trap 'rm -rf "$scratch"' EXIT
 
 # run_one FILE EXPECTED: prints "file<TAB>expected<TAB>got<TAB>seconds<TAB>reason".
@@ -70,10 +89,21 @@ run_one() {
     local name
     name=conf-$(printf '%s' "$id" | tr 'A-Z_.' 'a-z--' | cut -c1-40)
     local start=$SECONDS got reason=""
-    export ROADIE_HOME=$dir/home NO_COLOR=1
+    export ROADIE_HOME=$dir/home NO_COLOR=1 PATH=$shims:$PATH:/usr/games
     unset ROADIE_PROFILE
+    local -a launch=("$roadie")
+    if [[ $isolate == 1 ]]; then
+        launch=(unshare --mount --net --propagation private sh -c \
+            'ip link set lo up && mount -t tmpfs -o mode=1777 roadie-conformance-tmp /tmp && exec "$0" "$@"' "$roadie")
+    fi
+    if [[ $has_template == 1 ]] && grep -q 'emplateRef' "$examples/$file"; then
+        local t
+        for t in "$repo"/tests/conformance/templates/*.yaml; do
+            "$roadie" template create "$t" >/dev/null 2>>"$dir/err"
+        done
+    fi
     if [[ $expected == Running ]]; then
-        (cd "$dir/work" && exec "$roadie" run "$examples/$file" --quiet --name "$name" </dev/null >"$dir/out" 2>"$dir/err") &
+        (cd "$dir/work" && exec "${launch[@]}" run "$examples/$file" --quiet --name "$name" </dev/null >"$dir/out" 2>"$dir/err") &
         local pid=$! i
         got=""
         for ((i = 0; i < limit * 5; i++)); do
@@ -93,7 +123,25 @@ run_one() {
         wait "$pid" 2>/dev/null
         [[ -n $got ]] || got=None
     else
-        (cd "$dir/work" && exec timeout -s INT -k 15 "$limit" "$roadie" run "$examples/$file" --quiet --name "$name" </dev/null >"$dir/out" 2>"$dir/err")
+        (cd "$dir/work" && exec timeout -s INT -k 15 "$limit" "${launch[@]}" run "$examples/$file" --quiet --name "$name" </dev/null >"$dir/out" 2>"$dir/err") &
+        local pid=$! resumed=""
+        if [[ $has_resume == 1 ]]; then
+            while kill -0 "$pid" 2>/dev/null; do
+                local node
+                for node in $("$roadie" get "$name" -o json 2>/dev/null | jq -r '.status.nodes // {} | .[] | select(.type == "Suspend" and .phase == "Running") | .displayName' 2>/dev/null); do
+                    [[ " $resumed " == *" $node "* ]] && continue
+                    resumed+=" $node"
+                    local sfile snode sparam svalue
+                    while IFS=$'\t' read -r sfile snode sparam svalue; do
+                        [[ $sfile == "$file" && $snode == "$node" ]] || continue
+                        "$roadie" set "$name" --node-field-selector "displayName=$node" --output-parameter "$sparam=$svalue" >/dev/null 2>>"$dir/err"
+                    done < <(grep -v '^#' "$repo/tests/conformance/suspend-outputs.tsv")
+                    "$roadie" resume "$name" >/dev/null 2>>"$dir/err"
+                done
+                sleep 0.5
+            done
+        fi
+        wait "$pid"
         local rc=$?
         got=$("$roadie" get "$name" -o json 2>/dev/null | jq -r '.status.phase // empty' 2>/dev/null)
         [[ -n $got ]] || got=None
@@ -116,7 +164,7 @@ run_one() {
     printf '%s\t%s\t%s\t%s\t%s\n' "$file" "$expected" "$got" "$((SECONDS - start))" "$reason"
 }
 export -f run_one
-export roadie examples scratch limit
+export roadie examples scratch limit repo isolate shims has_resume has_template
 
 selected=$scratch/selected.tsv
 tail -n +2 "$examples/expected.tsv" | while IFS=$'\t' read -r file expected _rest; do

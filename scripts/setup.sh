@@ -15,7 +15,7 @@ set -euo pipefail
 
 PACKAGES=(influxdb redis-server curl procps postgresql python3 python-is-python3)
 # The Argo examples' images, as host programs (tests/conformance/).
-PACKAGES+=(nodejs cowsay nginx jq)
+PACKAGES+=(nodejs cowsay nginx jq busybox ncat)
 # service name (as /etc/init.d/NAME) -> system user it runs as
 SERVICES=(influxdb redis-server postgresql nginx)
 SERVICE_USERS=(influxdb redis postgres www-data)
@@ -110,7 +110,7 @@ ln -sfn "$repo_dir/scripts/argosay" /usr/local/bin/argosay
 ln -sfn "$repo_dir/scripts/argosay" /argosay
 [[ -x /usr/games/cowsay ]] && ln -sfn /usr/games/cowsay /usr/local/bin/cowsay
 
-for bin in influxd redis-server curl pgrep node cowsay nginx jq argosay; do
+for bin in influxd redis-server curl pgrep node cowsay nginx jq argosay busybox ncat; do
     command -v "$bin" >/dev/null 2>&1 || die "$bin not on PATH after install"
 done
 
