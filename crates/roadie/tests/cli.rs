@@ -253,6 +253,10 @@ fn delete_removes_the_record_and_its_logs() {
     assert_ne!(twice.code, Some(0));
     assert!(twice.stderr.contains("not found"), "{}", twice.stderr);
     env.roadie(&["delete"]).expect_code(2);
+
+    env.roadie(&["delete", "--completed"]).expect_code(0);
+    let names = env.roadie(&["list", "-o", "name"]);
+    assert_eq!(names.stdout.trim(), "", "delete --completed left some");
 }
 
 #[test]
