@@ -92,6 +92,8 @@ const TESTS: &[Test] = tests![
     workers_report_their_workflows,
     workers_start_with_no_blocked_signals,
     concurrent_starts_run_one_daemon,
+    second_stop_signal_kills_the_workers,
+    dead_workers_workflows_go_back_to_the_queue,
 ];
 
 /// Runs the tests whose names contain any non-flag argument (all without
@@ -721,5 +723,92 @@ fn concurrent_starts_run_one_daemon() {
         }
     }
     assert_eq!(f.status().pid, winner);
+    f.client.stop(true).expect("stop");
+}
+
+/// SIGTERM (or Ctrl-C) stops the daemon gracefully; a second one kills
+/// workers that do not stop.
+fn second_stop_signal_kills_the_workers() {
+    let f = Fixture::new();
+    f.worker_mode("stubborn");
+    let s = f.client.start(2).expect("start");
+    kill(s.pid, libc::SIGTERM);
+    f.wait_status(Duration::from_secs(10), "stopping", |s| {
+        s.state == roadie_daemon::SupervisorState::Stopping
+    });
+    // Stubborn workers ignore the first round.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(s.worker_pids().iter().all(|p| alive(*p)));
+    kill(s.pid, libc::SIGINT);
+    wait_gone(&s.worker_pids(), Duration::from_secs(10));
+    wait_gone(&[s.pid], Duration::from_secs(10));
+    let log = f.log();
+    assert!(log.contains("received SIGTERM: stopping"), "{log}");
+    assert!(
+        log.contains("received SIGINT again: killing the workers"),
+        "{log}"
+    );
+    assert!(log.contains("killed by signal 9"), "{log}");
+}
+
+/// When a worker dies, the supervisor hands what it held back to the queue
+/// at once (`release_owner` under `worker_owner(pid, index)`), long before
+/// its lease would expire; `status` shows the queue.
+fn dead_workers_workflows_go_back_to_the_queue() {
+    let f = Fixture::new();
+    let s = f.client.start(1).expect("start");
+    let worker = s.workers[0].pid.expect("pid");
+    let store = roadie_store::Store::open_profile(&f.profile).expect("store");
+    let manifest = roadie_spec::parse_workflow(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: held}\n\
+         spec: {entrypoint: main, templates: [{name: main, container: {image: alpine}}]}\n",
+        "held.yaml",
+    )
+    .expect("manifest");
+    for name in ["held-1", "held-2"] {
+        store
+            .submit_workflow(&roadie_store::NewWorkflow {
+                uid: format!("uid-{name}"),
+                name: name.into(),
+                namespace: None,
+                manifest: manifest.clone(),
+                parameters: Default::default(),
+                created_at: chrono::Utc::now(),
+            })
+            .expect("submit");
+    }
+    // The stand-in worker claims nothing; claim in its name, with a lease
+    // far longer than this test.
+    let owner = roadie_daemon::worker_owner(worker, 0);
+    let claimed = store
+        .claim_workflows(&owner, 10, Duration::from_secs(3600), chrono::Utc::now())
+        .expect("claim");
+    assert_eq!(claimed.len(), 2);
+    let s = f.status();
+    assert_eq!((s.queue_depth, s.workflows_claimed), (Some(0), Some(2)));
+
+    kill(worker, libc::SIGKILL);
+    let s = f.wait_status(
+        Duration::from_secs(10),
+        "workflows back in the queue",
+        |s| s.queue_depth == Some(2) && s.workflows_claimed == Some(0),
+    );
+    assert!(
+        f.log()
+            .contains("worker 0: 2 workflow(s) handed back to the queue"),
+        "{}",
+        f.log()
+    );
+    // Another owner can claim them now.
+    let again = store
+        .claim_workflows(
+            "elsewhere:1:0",
+            10,
+            Duration::from_secs(60),
+            chrono::Utc::now(),
+        )
+        .expect("claim again");
+    assert_eq!(again.len(), 2);
+    drop(s);
     f.client.stop(true).expect("stop");
 }
