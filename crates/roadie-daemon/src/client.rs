@@ -207,6 +207,7 @@ impl DaemonClient {
             return Err(self.already_running(pid));
         }
         let log_path = self.log_path();
+        rotate_if_large(&log_path)?;
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -498,6 +499,19 @@ fn crashed_worker(status: &DaemonStatus, ignore: Option<&HashSet<usize>>) -> Opt
                 w.last_exit.as_deref().unwrap_or("exited")
             )
         })
+}
+
+/// A daemon log beyond this size is moved to `daemon.log.1` when the
+/// daemon starts, so the log of a daemon started again and again stays
+/// bounded (two files of about this size).
+pub const LOG_ROTATE_BYTES: u64 = 16 * 1024 * 1024;
+
+fn rotate_if_large(log: &Path) -> Result<(), DaemonError> {
+    match std::fs::metadata(log) {
+        Ok(m) if m.len() > LOG_ROTATE_BYTES => std::fs::rename(log, log.with_extension("log.1"))
+            .map_err(DaemonError::io(log, "cannot rotate the daemon log")),
+        _ => Ok(()),
+    }
 }
 
 /// The last lines the daemon wrote to its log since `from`, for an error.

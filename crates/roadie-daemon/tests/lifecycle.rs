@@ -94,6 +94,7 @@ const TESTS: &[Test] = tests![
     concurrent_starts_run_one_daemon,
     second_stop_signal_kills_the_workers,
     dead_workers_workflows_go_back_to_the_queue,
+    a_large_log_is_rotated_at_start,
 ];
 
 /// Runs the tests whose names contain any non-flag argument (all without
@@ -810,5 +811,25 @@ fn dead_workers_workflows_go_back_to_the_queue() {
         .expect("claim again");
     assert_eq!(again.len(), 2);
     drop(s);
+    f.client.stop(true).expect("stop");
+}
+
+fn a_large_log_is_rotated_at_start() {
+    let f = Fixture::new();
+    std::fs::create_dir_all(&f.profile.dir).expect("dir");
+    let log = f.client.log_path();
+    let big = std::fs::File::create(&log).expect("log");
+    big.set_len(roadie_daemon::client::LOG_ROTATE_BYTES + 1)
+        .expect("grow");
+    drop(big);
+    f.client.start(1).expect("start");
+    let old = f.profile.dir.join("daemon.log.1");
+    assert_eq!(
+        std::fs::metadata(&old).expect("rotated").len(),
+        roadie_daemon::client::LOG_ROTATE_BYTES + 1
+    );
+    let new = std::fs::metadata(&log).expect("new log").len();
+    assert!(new < 64 * 1024, "the new log starts small: {new}");
+    assert!(f.log().contains("started for profile lifecycle"));
     f.client.stop(true).expect("stop");
 }
