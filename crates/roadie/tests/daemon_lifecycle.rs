@@ -29,6 +29,11 @@ impl Daemon {
         Daemon { env }
     }
 
+    /// With the real worker instead of the stand-in.
+    fn real() -> Daemon {
+        Daemon { env: Env::new() }
+    }
+
     fn profile_dir(&self) -> PathBuf {
         self.env.home.path().join("profiles/default")
     }
@@ -351,7 +356,8 @@ fn start_failure_names_the_reason_and_the_log() {
     out.expect_code(1);
     assert!(
         out.stderr.contains(
-            "error: the daemon did not start: worker 0 exited with code 3 before it was up (see "
+            "error: the daemon did not start: worker 0 exited with code 3 before it was up: \
+             test worker 0: crashing on purpose (test-worker-mode crash) (see "
         ),
         "{}",
         out.stderr
