@@ -29,11 +29,6 @@ impl Daemon {
         Daemon { env }
     }
 
-    /// With the real worker instead of the stand-in.
-    fn real() -> Daemon {
-        Daemon { env: Env::new() }
-    }
-
     fn profile_dir(&self) -> PathBuf {
         self.env.home.path().join("profiles/default")
     }
