@@ -213,7 +213,15 @@ fn process_table(o: &Options) -> Result<()> {
         }
     };
     println!("roadie process benchmark");
-    println!("  roadie:  {}", roadie.display());
+    let built = std::fs::metadata(&roadie)
+        .and_then(|m| m.modified())
+        .map(|t| {
+            chrono::DateTime::<chrono::Utc>::from(t)
+                .format("%Y-%m-%d %H:%M UTC")
+                .to_string()
+        })
+        .unwrap_or_else(|_| "unknown".into());
+    println!("  roadie:  {} (built {built})", roadie.display());
     println!("  work in: {}", root.display());
     println!("  cores:   {}", cores());
     println!(
