@@ -241,9 +241,14 @@ impl Store {
 
 /// The daemon's queue. A workflow is in the queue from submission until
 /// [`Store::complete_workflow`]; while in it, it is either queued (no owner)
-/// or running under one owner's lease. Owners are worker names, unique per
-/// worker process (`host:pid:index`), so a restarted worker never inherits
-/// the leases of the process it replaces.
+/// or running under one owner. Owners are worker names, unique per worker
+/// process (`host:pid:index`), so a restarted worker never inherits what the
+/// process it replaces held.
+///
+/// Each owner has one lease, `lease_until`, covering every workflow it holds:
+/// set by its claims and its heartbeats, so a heartbeat writes one row
+/// however many workflows the worker runs. When it runs out (the worker is
+/// presumed dead), other owners' claims take its workflows over.
 impl Store {
     /// Like [`Store::save_progress`], but when `owner` is given the write is
     /// refused with [`StoreError::LeaseLost`] unless `owner` holds the
@@ -284,12 +289,12 @@ impl Store {
         dispatch!(self.enqueue_workflow(uid))
     }
 
-    /// Claims up to `max` workflows for `owner`: first those whose lease
-    /// expired before `now` (their worker is presumed dead; earliest expiry
-    /// first), then queued ones, oldest first. Each gets `lease_until = now +
-    /// lease`. Returns them with manifest, parameters and current status: a
-    /// workflow taken over from a dead worker has nodes, and resumes from
-    /// them.
+    /// Claims up to `max` workflows for `owner`: first those of other owners
+    /// whose lease expired before `now` (presumed dead; earliest expiry
+    /// first), then queued ones, oldest first, and sets the owner's lease to
+    /// `now + lease`. Returns them with manifest, parameters and current
+    /// status: a workflow taken over from a dead worker has nodes, and
+    /// resumes from them. Never returns a workflow `owner` already holds.
     ///
     /// Exactly once: while a lease is live no other claim, from this process
     /// or any other (or, on PostgreSQL, any machine), returns the workflow.
@@ -308,9 +313,10 @@ impl Store {
         dispatch!(self.claim_workflows(owner, max, lease, now))
     }
 
-    /// Extends to `now + lease` the lease of every workflow `owner` holds,
-    /// and returns (sorted) the uids it lost since its last heartbeat: taken
-    /// over by another owner after its lease expired, or deleted. The worker
+    /// Extends `owner`'s lease (covering every workflow it holds) to `now +
+    /// lease`, and returns (sorted) the uids it lost since its last
+    /// heartbeat: taken over by another owner after its lease expired, or
+    /// deleted. The worker
     /// must stop driving those at once (its writes through
     /// [`Store::save_progress_as`] are refused anyway).
     pub fn heartbeat(

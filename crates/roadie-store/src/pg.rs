@@ -82,12 +82,15 @@ const MIGRATIONS: &[&str] = &[
         id           BIGSERIAL PRIMARY KEY,
         workflow_uid TEXT NOT NULL UNIQUE REFERENCES workflows (uid),
         state        TEXT NOT NULL,
-        owner        TEXT,
-        lease_until  BIGINT
+        owner        TEXT
     );
     CREATE INDEX queue_queued ON queue (id) WHERE state = 'queued';
-    CREATE INDEX queue_leases ON queue (lease_until, id) WHERE state = 'running';
-    CREATE INDEX queue_owner ON queue (owner) WHERE owner IS NOT NULL;
+    CREATE INDEX queue_owner ON queue (owner, id) WHERE owner IS NOT NULL;
+    CREATE TABLE owners (
+        owner        TEXT PRIMARY KEY,
+        lease_until  BIGINT NOT NULL
+    );
+    CREATE INDEX owners_lease ON owners (lease_until);
     CREATE TABLE lost_leases (
         owner        TEXT NOT NULL,
         workflow_uid TEXT NOT NULL,
@@ -147,8 +150,14 @@ const SUMMARY_COLUMNS: &str =
 
 const EXISTS_UID: &str = "SELECT 1 FROM workflows WHERE uid = $1";
 
-const SELECT_EXPIRED: &str = "SELECT workflow_uid, owner FROM queue
-    WHERE state = 'running' AND lease_until < $1 ORDER BY lease_until, id LIMIT $2
+/// Other owners whose lease ran out, earliest expiry first.
+const SELECT_EXPIRED_OWNERS: &str = "SELECT owner FROM owners
+    WHERE lease_until < $1 AND owner <> $2 ORDER BY lease_until";
+
+/// What one (dead) owner holds, oldest first; rows another claim is taking
+/// are skipped, and a row another claim took meanwhile no longer matches.
+const SELECT_HELD: &str = "SELECT workflow_uid FROM queue
+    WHERE owner = $1 AND state = 'running' ORDER BY id LIMIT $2
     FOR UPDATE SKIP LOCKED";
 
 const SELECT_QUEUED: &str = "SELECT workflow_uid FROM queue WHERE state = 'queued'
@@ -791,23 +800,50 @@ impl PgStore {
             "DELETE FROM lost_leases WHERE lost_at < $1",
             db,
         )?;
-        tx.execute(
-            &gc,
-            &[&now_us.saturating_sub(codec::LOST_LEASE_KEEP_MICROS)],
-        )
-        .ctx(db, ctx)?;
-        let expired = prep(&mut tx, statements, SELECT_EXPIRED, db)?;
+        let long_ago = now_us.saturating_sub(codec::LOST_LEASE_KEEP_MICROS);
+        tx.execute(&gc, &[&long_ago]).ctx(db, ctx)?;
+        let forget_owners = prep(
+            &mut tx,
+            statements,
+            "DELETE FROM owners WHERE lease_until < $1
+             AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.owner = owners.owner)",
+            db,
+        )?;
+        tx.execute(&forget_owners, &[&long_ago]).ctx(db, ctx)?;
+        // A claim is a sign of life: the owner's lease (if it holds
+        // anything) is renewed, so its own workflows are never "expired" to
+        // itself.
+        let renew_own = prep(
+            &mut tx,
+            statements,
+            "UPDATE owners SET lease_until = $2 WHERE owner = $1",
+            db,
+        )?;
+        tx.execute(&renew_own, &[&owner, &until]).ctx(db, ctx)?;
+        let expired_owners = prep(&mut tx, statements, SELECT_EXPIRED_OWNERS, db)?;
+        let dead: Vec<String> = tx
+            .query(&expired_owners, &[&now_us, &owner])
+            .ctx(db, ctx)?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
         let mut uids: Vec<String> = Vec::with_capacity(max);
         let mut lost_owners: Vec<String> = Vec::new();
         let mut lost_uids: Vec<String> = Vec::new();
-        for r in tx.query(&expired, &[&now_us, &to_i64(max)]).ctx(db, ctx)? {
-            let uid: String = r.get(0);
-            let old: Option<String> = r.get(1);
-            if let Some(old) = old.filter(|o| o != owner) {
-                lost_owners.push(old);
-                lost_uids.push(uid.clone());
+        for old in dead {
+            if uids.len() >= max {
+                break;
             }
-            uids.push(uid);
+            let held = prep(&mut tx, statements, SELECT_HELD, db)?;
+            for r in tx
+                .query(&held, &[&old, &to_i64(max - uids.len())])
+                .ctx(db, ctx)?
+            {
+                let uid: String = r.get(0);
+                lost_owners.push(old.clone());
+                lost_uids.push(uid.clone());
+                uids.push(uid);
+            }
         }
         if uids.len() < max {
             let queued = prep(&mut tx, statements, SELECT_QUEUED, db)?;
@@ -825,11 +861,18 @@ impl PgStore {
         let take = prep(
             &mut tx,
             statements,
-            "UPDATE queue SET state = 'running', owner = $2, lease_until = $3
-             WHERE workflow_uid = ANY($1)",
+            "UPDATE queue SET state = 'running', owner = $2 WHERE workflow_uid = ANY($1)",
             db,
         )?;
-        tx.execute(&take, &[&uids, &owner, &until]).ctx(db, ctx)?;
+        tx.execute(&take, &[&uids, &owner]).ctx(db, ctx)?;
+        let renew = prep(
+            &mut tx,
+            statements,
+            "INSERT INTO owners (owner, lease_until) VALUES ($1, $2)
+             ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until",
+            db,
+        )?;
+        tx.execute(&renew, &[&owner, &until]).ctx(db, ctx)?;
         if !lost_uids.is_empty() {
             let record = prep(
                 &mut tx,
@@ -879,7 +922,7 @@ impl PgStore {
         let renew = prep(
             &mut tx,
             statements,
-            "UPDATE queue SET lease_until = $2 WHERE owner = $1 AND state = 'running'",
+            "UPDATE owners SET lease_until = $2 WHERE owner = $1",
             db,
         )?;
         tx.execute(&renew, &[&owner, &lease_until(&now, lease)])
@@ -910,7 +953,7 @@ impl PgStore {
         let release = prep(
             &mut tx,
             statements,
-            "UPDATE queue SET state = 'queued', owner = NULL, lease_until = NULL
+            "UPDATE queue SET state = 'queued', owner = NULL
              WHERE workflow_uid = ANY($1) AND owner = $2",
             db,
         )?;
@@ -927,11 +970,18 @@ impl PgStore {
         let release = prep(
             &mut tx,
             statements,
-            "UPDATE queue SET state = 'queued', owner = NULL, lease_until = NULL
+            "UPDATE queue SET state = 'queued', owner = NULL
              WHERE owner = $1",
             db,
         )?;
         let n = tx.execute(&release, &[&owner]).ctx(db, ctx)?;
+        let forget = prep(
+            &mut tx,
+            statements,
+            "DELETE FROM owners WHERE owner = $1",
+            db,
+        )?;
+        tx.execute(&forget, &[&owner]).ctx(db, ctx)?;
         tx.commit().ctx(db, ctx)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }

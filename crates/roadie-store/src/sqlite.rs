@@ -10,7 +10,8 @@
 //!   1000-node DAG writes one row, not 1000.
 //! - `node_logs`: node → log file, for `roadie logs`.
 //! - `queue`: submitted workflows not yet finished, `queued` or `running`
-//!   under a worker's lease; `lost_leases`: workflows taken over from a
+//!   under a worker; `owners`: each worker's lease, renewed by its heartbeat
+//!   and covering all it holds; `lost_leases`: workflows taken over from a
 //!   worker, until its next heartbeat learns of it; `commands`: stop,
 //!   suspend, ... sent to a running workflow, consumed by its worker.
 //!
@@ -90,14 +91,20 @@ const MIGRATIONS: &[&str] = &[
         id           INTEGER PRIMARY KEY,      -- queue order: claims take the oldest first
         workflow_uid TEXT NOT NULL UNIQUE REFERENCES workflows (uid),
         state        TEXT NOT NULL,            -- 'queued' | 'running'
-        owner        TEXT,                     -- the worker holding it while running
-        lease_until  INTEGER                   -- microseconds since the epoch; NULL while queued
+        owner        TEXT                      -- the worker holding it while running
     );
-    -- Claims read the oldest queued rows and the earliest expired leases:
-    -- one partial index each, so a claim touches only the rows it takes.
+    -- Claims read the oldest queued rows (a partial index: a claim touches
+    -- only the rows it takes) and the rows of owners whose lease expired.
     CREATE INDEX queue_queued ON queue (id) WHERE state = 'queued';
-    CREATE INDEX queue_leases ON queue (lease_until, id) WHERE state = 'running';
-    CREATE INDEX queue_owner ON queue (owner) WHERE owner IS NOT NULL;
+    CREATE INDEX queue_owner ON queue (owner, id) WHERE owner IS NOT NULL;
+    -- One lease per worker, covering every workflow it holds: a heartbeat
+    -- writes one row however many workflows the worker runs. A running
+    -- queue row's owner always has a row here.
+    CREATE TABLE owners (
+        owner        TEXT PRIMARY KEY,
+        lease_until  INTEGER NOT NULL          -- microseconds since the epoch
+    ) WITHOUT ROWID;
+    CREATE INDEX owners_lease ON owners (lease_until);
     CREATE TABLE lost_leases (
         owner        TEXT NOT NULL,            -- the worker that lost the workflow
         workflow_uid TEXT NOT NULL,
@@ -153,17 +160,28 @@ const SELECT_NODE_LOGS: &str =
 const ENQUEUE: &str = "INSERT INTO queue (workflow_uid, state) VALUES (?1, 'queued')
     ON CONFLICT (workflow_uid) DO NOTHING";
 
-/// Leases that ran out, earliest first (their workflows waited longest).
-/// The literal state matches the partial index `queue_leases`.
-const SELECT_EXPIRED: &str = "SELECT workflow_uid, owner FROM queue
-    WHERE state = 'running' AND lease_until < ?1 ORDER BY lease_until, id LIMIT ?2";
+/// Other owners whose lease ran out, earliest expiry first (their workflows
+/// waited longest). Few rows: one per dead worker.
+const SELECT_EXPIRED_OWNERS: &str = "SELECT owner FROM owners
+    WHERE lease_until < ?1 AND owner <> ?2 ORDER BY lease_until";
+
+/// What one owner holds, oldest first (through the index `queue_owner`;
+/// a join with `owners` would make SQLite scan every running row).
+const SELECT_HELD: &str = "SELECT workflow_uid FROM queue
+    WHERE owner = ?1 AND state = 'running' ORDER BY id LIMIT ?2";
 
 /// Queued workflows, oldest first, through the partial index `queue_queued`.
 const SELECT_QUEUED: &str =
     "SELECT workflow_uid FROM queue WHERE state = 'queued' ORDER BY id LIMIT ?1";
 
-const TAKE: &str = "UPDATE queue SET state = 'running', owner = ?2, lease_until = ?3
-    WHERE workflow_uid = ?1";
+const TAKE: &str = "UPDATE queue SET state = 'running', owner = ?2 WHERE workflow_uid = ?1";
+
+const RENEW: &str = "INSERT INTO owners (owner, lease_until) VALUES (?1, ?2)
+    ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until";
+
+/// Owners long expired that hold nothing any more.
+const FORGET_OWNERS: &str = "DELETE FROM owners WHERE lease_until < ?1
+    AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.owner = owners.owner)";
 
 const RECORD_LOST: &str = "INSERT INTO lost_leases (owner, workflow_uid, lost_at)
     VALUES (?1, ?2, ?3)
@@ -668,34 +686,52 @@ impl SqliteStore {
         let ctx = || format!("claiming workflows for {owner}");
         let now_us = lease_micros(&now);
         let until = lease_until(&now, lease);
-        let limit = i64::try_from(max).unwrap_or(i64::MAX);
         let mut conn = self.conn();
         // The write lock up front: nobody else can claim between our read and our update.
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx(db, ctx)?;
+        let long_ago = now_us.saturating_sub(codec::LOST_LEASE_KEEP_MICROS);
         tx.prepare_cached("DELETE FROM lost_leases WHERE lost_at < ?1")
             .ctx(db, ctx)?
-            .execute(params![
-                now_us.saturating_sub(codec::LOST_LEASE_KEEP_MICROS)
-            ])
+            .execute(params![long_ago])
             .ctx(db, ctx)?;
-        let expired: Vec<(String, Option<String>)> = {
-            let mut stmt = tx.prepare_cached(SELECT_EXPIRED).ctx(db, ctx)?;
+        tx.prepare_cached(FORGET_OWNERS)
+            .ctx(db, ctx)?
+            .execute(params![long_ago])
+            .ctx(db, ctx)?;
+        // A claim is a sign of life: the owner's lease (if it holds
+        // anything) is renewed, so its own workflows are never "expired" to
+        // itself.
+        tx.prepare_cached("UPDATE owners SET lease_until = ?2 WHERE owner = ?1")
+            .ctx(db, ctx)?
+            .execute(params![owner, until])
+            .ctx(db, ctx)?;
+        let dead: Vec<String> = {
+            let mut stmt = tx.prepare_cached(SELECT_EXPIRED_OWNERS).ctx(db, ctx)?;
             let rows = stmt
-                .query_map(params![now_us, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_map(params![now_us, owner], |r| r.get(0))
                 .ctx(db, ctx)?;
             rows.collect::<rusqlite::Result<_>>().ctx(db, ctx)?
         };
         let mut uids: Vec<String> = Vec::with_capacity(max);
-        {
+        for old in dead {
+            if uids.len() >= max {
+                break;
+            }
+            let rest = i64::try_from(max - uids.len()).unwrap_or(i64::MAX);
+            let taken: Vec<String> = {
+                let mut stmt = tx.prepare_cached(SELECT_HELD).ctx(db, ctx)?;
+                let rows = stmt
+                    .query_map(params![old, rest], |r| r.get(0))
+                    .ctx(db, ctx)?;
+                rows.collect::<rusqlite::Result<_>>().ctx(db, ctx)?
+            };
             let mut record_lost = tx.prepare_cached(RECORD_LOST).ctx(db, ctx)?;
-            for (uid, old) in expired {
-                if let Some(old) = old.filter(|o| o != owner) {
-                    record_lost
-                        .execute(params![old, uid, now_us])
-                        .ctx(db, ctx)?;
-                }
+            for uid in taken {
+                record_lost
+                    .execute(params![old, uid, now_us])
+                    .ctx(db, ctx)?;
                 uids.push(uid);
             }
         }
@@ -709,6 +745,12 @@ impl SqliteStore {
                 uids.push(uid.ctx(db, ctx)?);
             }
         }
+        if !uids.is_empty() {
+            tx.prepare_cached(RENEW)
+                .ctx(db, ctx)?
+                .execute(params![owner, until])
+                .ctx(db, ctx)?;
+        }
         let mut claimed = Vec::with_capacity(uids.len());
         {
             let mut take = tx.prepare_cached(TAKE).ctx(db, ctx)?;
@@ -716,7 +758,7 @@ impl SqliteStore {
                 .prepare_cached("DELETE FROM lost_leases WHERE owner = ?1 AND workflow_uid = ?2")
                 .ctx(db, ctx)?;
             for uid in &uids {
-                take.execute(params![uid, owner, until]).ctx(db, ctx)?;
+                take.execute(params![uid, owner]).ctx(db, ctx)?;
                 // It may have been lost by this owner before; it holds it again now.
                 forget.execute(params![owner, uid]).ctx(db, ctx)?;
                 match self.read_workflow(&tx, uid)? {
@@ -743,12 +785,11 @@ impl SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx(db, ctx)?;
-        tx.prepare_cached(
-            "UPDATE queue SET lease_until = ?2 WHERE owner = ?1 AND state = 'running'",
-        )
-        .ctx(db, ctx)?
-        .execute(params![owner, lease_until(&now, lease)])
-        .ctx(db, ctx)?;
+        // Only an owner that holds something has a lease to renew.
+        tx.prepare_cached("UPDATE owners SET lease_until = ?2 WHERE owner = ?1")
+            .ctx(db, ctx)?
+            .execute(params![owner, lease_until(&now, lease)])
+            .ctx(db, ctx)?;
         let lost: Vec<String> = {
             let mut stmt = tx
                 .prepare_cached("DELETE FROM lost_leases WHERE owner = ?1 RETURNING workflow_uid")
@@ -772,7 +813,7 @@ impl SqliteStore {
         {
             let mut release = tx
                 .prepare_cached(
-                    "UPDATE queue SET state = 'queued', owner = NULL, lease_until = NULL
+                    "UPDATE queue SET state = 'queued', owner = NULL
                      WHERE workflow_uid = ?1 AND owner = ?2",
                 )
                 .ctx(db, ctx)?;
@@ -792,9 +833,13 @@ impl SqliteStore {
             .ctx(db, ctx)?;
         let n = tx
             .prepare_cached(
-                "UPDATE queue SET state = 'queued', owner = NULL, lease_until = NULL
+                "UPDATE queue SET state = 'queued', owner = NULL
                  WHERE owner = ?1",
             )
+            .ctx(db, ctx)?
+            .execute(params![owner])
+            .ctx(db, ctx)?;
+        tx.prepare_cached("DELETE FROM owners WHERE owner = ?1")
             .ctx(db, ctx)?
             .execute(params![owner])
             .ctx(db, ctx)?;

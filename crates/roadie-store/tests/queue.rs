@@ -243,9 +243,22 @@ fn heartbeat_keeps_a_lease_alive(db: &TestDb) {
             s + 25
         );
     }
-    // Renewed last at 80: free from 110 on.
+    // A claim renews too, and never hands an owner what it already holds.
+    assert!(
+        store
+            .claim_workflows("w1", 5, LEASE, t(200))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .claim_workflows("w2", 1, LEASE, t(229))
+            .unwrap()
+            .is_empty()
+    );
+    // Renewed last at 200: free from 230 on.
     assert_eq!(
-        store.claim_workflows("w2", 1, LEASE, t(111)).unwrap().len(),
+        store.claim_workflows("w2", 1, LEASE, t(231)).unwrap().len(),
         1
     );
 }
