@@ -106,7 +106,7 @@ macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
         match &$self.backend {
             Backend::Sqlite(s) => s.$method($($arg),*),
-            Backend::Postgres(p) => p.$method($($arg),*),
+            Backend::Postgres(p) => pg::off_runtime(p.path(), || p.$method($($arg),*)),
         }
     };
 }
@@ -139,7 +139,10 @@ impl Store {
     pub fn open_url(url: &str) -> Result<Store, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(Store {
-                backend: Backend::Postgres(Box::new(pg::PgStore::open(url)?)),
+                backend: Backend::Postgres(Box::new(pg::off_runtime(
+                    Path::new(&pg::redact(url)),
+                    || pg::PgStore::open(url),
+                )?)),
             });
         }
         if let Some(rest) = url.strip_prefix("sqlite://") {
@@ -166,7 +169,10 @@ impl Store {
     /// The database file, or for PostgreSQL its URL without the password,
     /// for messages.
     pub fn path(&self) -> &Path {
-        dispatch!(self.path())
+        match &self.backend {
+            Backend::Sqlite(s) => s.path(),
+            Backend::Postgres(p) => p.path(),
+        }
     }
 
     /// Whether this store is PostgreSQL (shared between machines) rather than

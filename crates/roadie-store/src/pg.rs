@@ -174,7 +174,79 @@ pub(crate) struct PgStore {
     /// The URL without its password: what messages name.
     shown: PathBuf,
     config: Config,
-    conn: Mutex<Conn>,
+    /// Always `Some` except while the store is dropped (see `Drop`).
+    conn: Mutex<Option<Conn>>,
+}
+
+/// The locked connection; `PgStore::conn` has made sure it is there.
+struct ConnGuard<'a>(MutexGuard<'a, Option<Conn>>);
+
+impl std::ops::Deref for ConnGuard<'_> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        match self.0.as_ref() {
+            Some(conn) => conn,
+            None => unreachable!("PgStore::conn fills the slot before handing it out"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for ConnGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        match self.0.as_mut() {
+            Some(conn) => conn,
+            None => unreachable!("PgStore::conn fills the slot before handing it out"),
+        }
+    }
+}
+
+/// The `postgres` crate's blocking client drives a tokio runtime of its
+/// own, and tokio panics when a runtime blocks (or is dropped) on a thread
+/// that runs async code, as the daemon's workers do when they call the
+/// store. Such calls run on a short-lived scoped thread instead (a few tens
+/// of microseconds); calls from plain threads run in place.
+pub(crate) fn off_runtime<R: Send>(
+    db: &Path,
+    f: impl FnOnce() -> Result<R, StoreError> + Send,
+) -> Result<R, StoreError> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("roadie-store-pg".into())
+            .spawn_scoped(scope, f)
+            .map_err(|source| StoreError::Io {
+                path: db.to_path_buf(),
+                context: "starting a thread for a PostgreSQL call".into(),
+                source,
+            })?;
+        match handle.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+impl Drop for PgStore {
+    /// Closing the client blocks on its runtime: off any async runtime too.
+    fn drop(&mut self) {
+        let slot = Mutex::new(
+            self.conn
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        let _ = off_runtime(&self.shown, || {
+            drop(slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+            Ok(())
+        });
+        // Only if no thread could be started: leak the connection (the
+        // server closes it when this process exits) rather than panic.
+        if let Some(conn) = slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            std::mem::forget(conn);
+        }
+    }
 }
 
 /// Prepares `sql` once per connection.
@@ -199,7 +271,7 @@ fn first_words(sql: &str) -> String {
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -236,10 +308,10 @@ impl PgStore {
         let store = PgStore {
             shown,
             config,
-            conn: Mutex::new(Conn {
+            conn: Mutex::new(Some(Conn {
                 client,
                 statements: HashMap::new(),
-            }),
+            })),
         };
         store.migrate()?;
         Ok(store)
@@ -253,13 +325,15 @@ impl PgStore {
     /// PostgreSQL should not need a restart of every roadie process). A
     /// poisoned lock is ignored: a transaction interrupted by a panic is
     /// rolled back when its guard drops.
-    fn conn(&self) -> Result<MutexGuard<'_, Conn>, StoreError> {
+    fn conn(&self) -> Result<ConnGuard<'_>, StoreError> {
         let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.client.is_closed() {
-            guard.client = connect(&self.config, &self.shown)?;
-            guard.statements.clear();
+        if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
+            *guard = Some(Conn {
+                client: connect(&self.config, &self.shown)?,
+                statements: HashMap::new(),
+            });
         }
-        Ok(guard)
+        Ok(ConnGuard(guard))
     }
 
     fn migrate(&self) -> Result<(), StoreError> {

@@ -555,3 +555,43 @@ fn schema_1_database_is_migrated() {
         .unwrap();
     assert_eq!(version, roadie_store::SCHEMA_VERSION);
 }
+
+/// The daemon's worker calls the store from async code. PostgreSQL's client
+/// drives a runtime of its own, which must not run on a runtime thread: the
+/// store moves such calls off it, so opening, using and dropping a store
+/// inside a runtime just works (a blocking call, as SQLite's are).
+#[test]
+fn postgres_store_works_inside_an_async_runtime() {
+    let db = TestDb::postgres();
+    for multi_thread in [false, true] {
+        let runtime = if multi_thread {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        }
+        .unwrap();
+        let url = db.url();
+        runtime.block_on(async move {
+            let store = Store::open_url(&url).unwrap();
+            let i = usize::from(multi_thread);
+            store.submit_workflow(&wf(i)).unwrap();
+            let got = store
+                .claim_workflows("async", 1, LEASE, Utc::now())
+                .unwrap();
+            assert_eq!(uids(&got), [wf(i).uid]);
+            assert!(
+                store
+                    .heartbeat("async", LEASE, Utc::now())
+                    .unwrap()
+                    .is_empty()
+            );
+            tokio::task::yield_now().await;
+            drop(store);
+        });
+    }
+}
