@@ -133,11 +133,14 @@ fn free_port() -> u16 {
 
 fn start() -> PgServer {
     let bin = bin_dir();
+    remove_orphans(&scratch_dir());
     let dir = tempfile::Builder::new()
-        .prefix("roadie-pgtest-")
+        .prefix(RUN_PREFIX)
         .tempdir_in(scratch_dir())
         .expect("creating a temporary directory for PostgreSQL")
         .keep();
+    std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string())
+        .expect("recording the owner of the PostgreSQL directory");
     chown_to_postgres(&dir);
     // A copy of a cluster made once per machine: much faster than initdb,
     // which matters when each test is a process of its own (nextest).
@@ -180,6 +183,36 @@ fn start() -> PgServer {
         }
     }
     panic!("the test PostgreSQL did not start: {last_error}");
+}
+
+/// Each process's cluster directory starts with this, and holds the pid of
+/// its test process in `OWNER_FILE`.
+const RUN_PREFIX: &str = "roadie-pgtest-run-";
+const OWNER_FILE: &str = "owner.pid";
+
+/// Removes the cluster directories of test processes that are gone (killed
+/// before their `atexit` could clean up); their servers died with them.
+fn remove_orphans(scratch: &Path) {
+    let Ok(entries) = std::fs::read_dir(scratch) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_run = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(RUN_PREFIX));
+        if !is_run {
+            continue;
+        }
+        let owner = std::fs::read_to_string(entry.path().join(OWNER_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if let Some(pid) = owner
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Where clusters go: `$ROADIE_PGTEST_DIR`, else `/dev/shm` (memory: copying
