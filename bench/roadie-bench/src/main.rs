@@ -12,6 +12,7 @@
 
 mod engine;
 mod measure;
+mod spawn;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ const TARGET_STEPS_PER_S: f64 = 400.0;
 const USAGE: &str = "\
 usage: roadie-bench [OPTIONS]            run every benchmark and print the tables
        roadie-bench engine [OPTIONS]     only the pure-engine microbenchmark
+       roadie-bench spawn [OPTIONS]      only the posix_spawn vs fork comparison
        roadie-bench engine-one KIND N FEED   one engine run (KIND wide|rooted|chain,
                                          FEED per-event|batched), for profilers
        roadie-bench gen DIR              write the generated workflows to DIR
@@ -117,9 +119,15 @@ fn real_main() -> Result<()> {
             println!("{USAGE}");
             Ok(())
         }
+        Some("spawn") => {
+            let opts = parse_options(&args[1..])?;
+            spawn_table(&opts)
+        }
         _ => {
             let opts = parse_options(&args)?;
             process_table(&opts)?;
+            println!();
+            spawn_table(&opts)?;
             println!();
             engine_tables(&opts)
         }
@@ -427,6 +435,45 @@ fn engine_tables(o: &Options) -> Result<()> {
     println!(
         "µs/step = (WorkflowRun::new + every handle/handle_all + poll_action + take_changes) / steps; parse not included.\n\
          saved/step = nodes / children-list entries that take_changes hands the driver to persist, per step."
+    );
+    Ok(())
+}
+
+/// posix_spawn against fork (what a `pre_exec` hook forces) from a process of
+/// roadie's size: the cost of the spawner thread's fork and of the
+/// copy-on-write faults it puts on the driver thread.
+fn spawn_table(o: &Options) -> Result<()> {
+    let n = o.wide;
+    println!(
+        "spawn cost from a process holding N MiB of touched heap ({n} `true`, median of {}):",
+        o.reps
+    );
+    println!(
+        "{:<10} {:>14} {:>14} {:>16}",
+        "resident", "path", "µs/spawn", "µs/write pass"
+    );
+    for mib in [2, 24, 96] {
+        for path in [spawn::SpawnPath::PosixSpawn, spawn::SpawnPath::Fork] {
+            let mut runs = Vec::new();
+            for _ in 0..o.reps {
+                runs.push(spawn::spawn_cost(path, n, mib)?);
+            }
+            runs.sort();
+            let Some((sp, dirty)) = runs.get(runs.len() / 2) else {
+                continue;
+            };
+            println!(
+                "{:<10} {:>14} {:>14.1} {:>16.1}",
+                format!("{mib} MiB"),
+                path.label(),
+                sp.as_secs_f64() * 1e6,
+                dirty.as_secs_f64() * 1e6
+            );
+        }
+    }
+    println!(
+        "µs/write pass = writing one byte in every 16th heap page after each spawn: after a fork the\n\
+         pages are write-protected and each first write faults (what roadie's driver thread pays)."
     );
     Ok(())
 }
