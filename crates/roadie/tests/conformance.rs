@@ -4,7 +4,7 @@
 //!
 //! One test runs them all, four at a time, each with its own `ROADIE_HOME`,
 //! working directory, and (when the test runs as root and `unshare` works) its
-//! own mount and network namespace with a private `/tmp` and loopback, as a pod
+//! own mount and network namespace with a private `/tmp`, `/mnt` and loopback, as a pod
 //! would have: examples write fixed paths such as `/tmp/hello_world.txt` and
 //! bind fixed ports (nginx on 80, influxd on 8086), so two examples at once
 //! would otherwise collide, and so would the seed tests running beside them.
@@ -50,8 +50,9 @@ use serde_json::Value;
 /// examples start passing.
 const PASS_FLOOR: usize = 88;
 
-/// Examples run at once. Most of an example's time is spent in `sleep`, so
-/// this is bounded by the wall clock, not by the two cores CI has.
+/// Examples run at once (`ROADIE_CONFORMANCE_JOBS` overrides it). Most of an
+/// example's time is spent in `sleep`; four keep the two cores CI has from
+/// being the bottleneck while the ~15 minutes of Argo's sleeps take ~4.
 const CONCURRENCY: usize = 4;
 
 /// The longest one example may run; colored-logs.yaml prints for 99 s.
@@ -60,14 +61,22 @@ const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(150);
 /// The limit for an example listed in known-failures.tsv: several of them
 /// wait forever today (a suspend nobody resumes, a sidecar that never
 /// starts), and each would otherwise hold a worker for [`EXAMPLE_TIMEOUT`].
-/// Long enough for any of them to pass once roadie supports what it needs.
-const KNOWN_FAILURE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Long enough for any of them to pass once roadie supports what it needs
+/// (suspend-template.yaml, the slowest, waits 20 s).
+const KNOWN_FAILURE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often a running example's state is read back with `roadie get`.
 const POLL: Duration = Duration::from_millis(250);
 
 fn repo_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Cargo's target directory (the parent of `CARGO_TARGET_TMPDIR`), where the
+/// report goes.
+fn target_dir() -> PathBuf {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().map(Path::to_path_buf).unwrap_or(tmp)
 }
 
 fn conformance_dir() -> PathBuf {
@@ -155,6 +164,7 @@ impl Isolation {
                     .arg(
                         "ip link set lo up && \
                          mount -t tmpfs -o mode=1777 roadie-conformance-tmp /tmp && \
+                         { [ ! -d /mnt ] || mount -t tmpfs roadie-conformance-mnt /mnt; } && \
                          exec \"$0\" \"$@\"",
                     )
                     .arg(ROADIE)
@@ -370,7 +380,12 @@ fn run_example(suite: &Suite, ex: &Example, attempt: u32, limit: Duration) -> Ou
     };
     fs::create_dir_all(&run.home).expect("scratch home");
     fs::create_dir_all(&run.work).expect("scratch work dir");
-    let file = suite.examples_dir.join(&ex.file);
+    // roadie reads a copy in the scratch dir: the private /tmp would hide
+    // examples kept under /tmp.
+    let file = dir.join(Path::new(&ex.file).file_name().unwrap_or_default());
+    if let Err(e) = fs::copy(suite.examples_dir.join(&ex.file), &file) {
+        panic!("cannot copy {} to {}: {e}", ex.file, file.display());
+    }
     let started = Instant::now();
     let mut notes: Vec<String> = Vec::new();
 
@@ -586,9 +601,22 @@ fn argo_examples_conform() {
         examples.retain(|e| pats.iter().any(|p| e.file.contains(p)));
     }
     let filtered = std::env::var_os("ROADIE_CONFORMANCE_ONLY").is_some();
-    // Argo labels its long examples `duration`: start them first so they
-    // overlap with the many short ones instead of trailing at the end.
-    examples.sort_by_key(|e| !e.note.contains("duration"));
+    // Longest first, so the long ones overlap with the many short ones
+    // instead of trailing at the end: by the seconds each took last time
+    // (target/conformance-times.tsv), else by Argo's `duration` label.
+    let times_file = target_dir().join("conformance-times.tsv");
+    let last_times: HashMap<String, u64> = fs::read_to_string(&times_file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (f, secs) = l.split_once('\t')?;
+            Some((f.to_string(), secs.trim().parse().ok()?))
+        })
+        .collect();
+    examples.sort_by_key(|e| {
+        let guess = if e.note.contains("duration") { 60 } else { 0 };
+        std::cmp::Reverse(last_times.get(&e.file).copied().unwrap_or(guess))
+    });
 
     let known: HashMap<String, String> =
         read_tsv(&conformance_dir().join("known-failures.tsv"), true)
@@ -618,8 +646,13 @@ fn argo_examples_conform() {
         features: Features::probe(),
         suspend_outputs,
     });
+    let jobs = std::env::var("ROADIE_CONFORMANCE_JOBS")
+        .ok()
+        .and_then(|j| j.parse::<usize>().ok())
+        .filter(|&j| j > 0)
+        .unwrap_or(CONCURRENCY);
     eprintln!(
-        "conformance: {} examples, {CONCURRENCY} at a time; isolation {:?}; roadie has {:?}",
+        "conformance: {} examples, {jobs} at a time; isolation {:?}; roadie has {:?}",
         examples.len(),
         suite.isolation,
         suite.features
@@ -637,7 +670,7 @@ fn argo_examples_conform() {
         examples.iter().cloned().collect::<VecDeque<_>>(),
     ));
     let results = Arc::new(Mutex::new(Vec::<Outcome>::new()));
-    let workers: Vec<_> = (0..CONCURRENCY)
+    let workers: Vec<_> = (0..jobs)
         .map(|_| {
             let queue = Arc::clone(&queue);
             let results = Arc::clone(&results);
@@ -681,12 +714,18 @@ fn argo_examples_conform() {
     outcomes.sort_by(|a, b| a.file.cmp(&b.file));
 
     let md = render(&outcomes, &known);
-    let report = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .map(|t| t.join("conformance.md"))
-        .unwrap_or_else(|| PathBuf::from("conformance.md"));
+    let report = target_dir().join("conformance.md");
     if let Err(e) = fs::write(&report, &md) {
         eprintln!("conformance: cannot write {}: {e}", report.display());
+    }
+    if !filtered {
+        let times: String = outcomes
+            .iter()
+            .map(|o| format!("{}\t{}\n", o.file, o.seconds))
+            .collect();
+        if let Err(e) = fs::write(&times_file, times) {
+            eprintln!("conformance: cannot write {}: {e}", times_file.display());
+        }
     }
     println!("{md}");
     let mut slowest: Vec<&Outcome> = outcomes.iter().collect();
@@ -741,4 +780,62 @@ fn argo_examples_conform() {
             report.display()
         );
     }
+}
+
+/// scripts/argosay, which the examples run in place of Argo's
+/// argoproj/argosay image, does what that image does.
+#[test]
+fn argosay_stands_in_for_argos_image() {
+    let argosay = repo_dir().join("scripts/argosay");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |args: &[&str]| {
+        let out = Command::new(&argosay)
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run scripts/argosay (python3 missing?)");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    assert_eq!(run(&[]), (Some(0), "hello argo\n".into(), String::new()));
+    assert_eq!(run(&["echo"]).1, "hello argo\n");
+    assert_eq!(run(&["echo", "hi there"]).1, "hi there\n");
+
+    // echo TEXT FILE writes exactly TEXT, creating the parent directories.
+    let file = dir.path().join("a/b/out.txt");
+    let file_s = file.to_string_lossy().into_owned();
+    assert_eq!(
+        run(&["echo", "payload", &file_s]),
+        (Some(0), String::new(), String::new())
+    );
+    assert_eq!(fs::read_to_string(&file).expect("written file"), "payload");
+
+    assert_eq!(run(&["cat", &file_s, &file_s]).1, "payloadpayload");
+    assert_eq!(run(&["cat", "no-such-file"]).0, Some(1));
+
+    assert_eq!(run(&["exit"]).0, Some(0));
+    assert_eq!(run(&["exit", "3"]).0, Some(3));
+
+    assert_eq!(run(&["assert_contains", &file_s, "ayl"]).0, Some(0));
+    let (code, _, err) = run(&["assert_contains", &file_s, "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("to contain \"nope\""), "{err}");
+    assert_eq!(run(&["assert_equal", "x", "x"]).0, Some(0));
+    assert_eq!(run(&["assert_equal", "x", "y"]).0, Some(1));
+
+    // Go durations: 150ms, 0.1s, 1m (checked for parsing only: 0s).
+    let started = Instant::now();
+    assert_eq!(run(&["sleep", "150ms"]).0, Some(0));
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert_eq!(run(&["sleep", "0m0.05s"]).0, Some(0));
+    assert_eq!(run(&["sleep", "soon"]).0, Some(1));
+
+    let (code, _, err) = run(&["bogus"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("usage"), "{err}");
 }
