@@ -4,7 +4,7 @@
 #
 # Usage: scripts/conformance.sh [-j JOBS] [-t SECONDS] [-r ROADIE] [PATTERN...]
 #   -j JOBS     examples run at once (default 4)
-#   -t SECONDS  time limit per example (default 150; 30 for those listed in
+#   -t SECONDS  time limit per example (default 300; 30 for those listed in
 #               tests/conformance/known-failures.tsv, several of which hang today)
 #   -r ROADIE   the roadie binary (default target/debug/roadie, built if missing)
 #   PATTERN     only the example files whose path contains one of these
@@ -31,7 +31,7 @@ set -uo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 jobs=4
-limit=150
+limit=300
 known_limit=30
 roadie=""
 while getopts "j:t:r:h" opt; do
