@@ -503,6 +503,9 @@ fn spawn_worker(program: &Path, args: &[OsString], events: &Sender<Event>) -> Re
 /// main loop must keep noticing dead workers and answering clients.
 struct StoreThread {
     jobs: Sender<StoreJob>,
+    /// What the store is (its file, or its URL without the password), once
+    /// opened.
+    location: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 enum StoreJob {
@@ -518,6 +521,8 @@ const DEPTH_WAIT: Duration = Duration::from_millis(500);
 impl StoreThread {
     fn start(profile: Profile) -> Result<StoreThread, DaemonError> {
         let (jobs, rx) = mpsc::channel::<StoreJob>();
+        let location = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let shown = location.clone();
         std::thread::Builder::new()
             .name("store".into())
             .stack_size(512 * 1024)
@@ -530,7 +535,12 @@ impl StoreThread {
                         // (`worker::open_store`: ROADIE_STORE, the profile's
                         // config, else its SQLite file) once it is in.
                         match roadie_store::Store::open_profile(&profile) {
-                            Ok(s) => store = Some(s),
+                            Ok(s) => {
+                                if let Ok(mut l) = shown.lock() {
+                                    *l = Some(s.path().display().to_string());
+                                }
+                                store = Some(s);
+                            }
                             Err(e) if !warned => {
                                 log(format_args!("cannot open the store: {e}"));
                                 warned = true;
@@ -560,7 +570,12 @@ impl StoreThread {
                 }
             })
             .map_err(DaemonError::io("thread", "cannot start the store thread"))?;
-        Ok(StoreThread { jobs })
+        Ok(StoreThread { jobs, location })
+    }
+
+    /// The store's description once it was opened.
+    fn location(&self) -> Option<String> {
+        self.location.lock().ok().and_then(|l| l.clone())
     }
 
     fn send(&self, job: StoreJob) {
@@ -992,11 +1007,15 @@ impl Supervisor {
                 }
             })
             .collect();
-        let store = self.profile.db_path().display().to_string();
         let (queue_depth, workflows_claimed) = match self.store.queue_depth() {
             Some(d) => (Some(d.queued as u64), Some(d.running as u64)),
             None => (None, None),
         };
+        // Asked after the depth, which opens the store on first use.
+        let store = self
+            .store
+            .location()
+            .unwrap_or_else(|| format!("{} (not open)", self.profile.db_path().display()));
         DaemonStatus {
             profile: self.profile.name.clone(),
             profile_dir: self.profile.dir.clone(),
