@@ -305,8 +305,9 @@ impl Store {
     /// Exactly once: while a lease is live no other claim, from this process
     /// or any other (or, on PostgreSQL, any machine), returns the workflow.
     /// SQLite takes the database write lock for the claim; PostgreSQL locks
-    /// the chosen rows with `FOR UPDATE SKIP LOCKED`, so concurrent claims
-    /// take different rows instead of waiting for each other. A workflow
+    /// the chosen queued rows with `FOR UPDATE SKIP LOCKED`, so concurrent
+    /// claims take different rows instead of waiting for each other (a
+    /// takeover waits for a stale owner's write in progress). A workflow
     /// taken from another owner is reported to it by its next
     /// [`Store::heartbeat`].
     pub fn claim_workflows(

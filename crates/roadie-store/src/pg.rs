@@ -7,11 +7,13 @@
 //! Concurrency: every method is one transaction on the store's one
 //! connection (a `Store` shared between threads takes turns; open one `Store`
 //! per thread for parallel work, as separate processes do). Claims lock the
-//! rows they choose with `FOR UPDATE SKIP LOCKED`, so concurrent claims take
-//! different rows without waiting for each other, and a workflow is never
-//! handed out twice while its lease is live. `save_progress_as` takes a
-//! `FOR SHARE` lock on the workflow's queue row before checking its owner, so
-//! a claim cannot take the workflow over between the check and the write.
+//! queued rows they choose with `FOR UPDATE SKIP LOCKED`, so concurrent
+//! claims take different rows without waiting for each other, and a workflow
+//! is never handed out twice while its lease is live; rows taken over from
+//! a dead owner are locked with a plain `FOR UPDATE` (see `SELECT_HELD`).
+//! `save_progress_as` takes a `FOR SHARE` lock on the workflow's queue row
+//! before checking its owner, so a claim cannot take the workflow over
+//! between the check and the write.
 //!
 //! The schema version lives in a one-row table `roadie_schema`; migrations
 //! run under a transaction-scoped advisory lock so that processes opening a
@@ -154,11 +156,16 @@ const EXISTS_UID: &str = "SELECT 1 FROM workflows WHERE uid = $1";
 const SELECT_EXPIRED_OWNERS: &str = "SELECT owner FROM owners
     WHERE lease_until < $1 AND owner <> $2 ORDER BY lease_until";
 
-/// What one (dead) owner holds, oldest first; rows another claim is taking
-/// are skipped, and a row another claim took meanwhile no longer matches.
+/// What one (dead) owner holds, oldest first. Unlike queued rows these are
+/// locked waiting, not skipping: the stale owner may still be writing (its
+/// `save_progress_as` holds the row `FOR SHARE` while it checks and writes),
+/// and skipping would let a busy stale owner starve the takeover for ever.
+/// The wait is one short transaction; rows are locked in id order, so
+/// concurrent takeovers cannot deadlock, and a row another claim took
+/// meanwhile no longer matches when re-checked and is left out.
 const SELECT_HELD: &str = "SELECT workflow_uid FROM queue
     WHERE owner = $1 AND state = 'running' ORDER BY id LIMIT $2
-    FOR UPDATE SKIP LOCKED";
+    FOR UPDATE";
 
 const SELECT_QUEUED: &str = "SELECT workflow_uid FROM queue WHERE state = 'queued'
     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
@@ -1027,8 +1034,10 @@ impl PgStore {
         let release = prep(
             &mut tx,
             statements,
-            "UPDATE queue SET state = 'queued', owner = NULL
-             WHERE workflow_uid = ANY($1) AND owner = $2",
+            // Locks in id order, as takeovers do: no deadlock with a claim.
+            "UPDATE queue SET state = 'queued', owner = NULL WHERE id IN (
+                SELECT id FROM queue WHERE workflow_uid = ANY($1) AND owner = $2
+                ORDER BY id FOR UPDATE)",
             db,
         )?;
         tx.execute(&release, &[&uids, &owner]).ctx(db, ctx)?;
@@ -1044,8 +1053,8 @@ impl PgStore {
         let release = prep(
             &mut tx,
             statements,
-            "UPDATE queue SET state = 'queued', owner = NULL
-             WHERE owner = $1",
+            "UPDATE queue SET state = 'queued', owner = NULL WHERE id IN (
+                SELECT id FROM queue WHERE owner = $1 ORDER BY id FOR UPDATE)",
             db,
         )?;
         let n = tx.execute(&release, &[&owner]).ctx(db, ctx)?;

@@ -84,6 +84,7 @@ both_backends!(
     commands_round_trip,
     deleting_a_running_workflow_tells_its_owner,
     enqueue_an_existing_workflow,
+    stale_writer_never_overwrites_after_takeover,
 );
 
 fn submit_claim_heartbeat_complete(db: &TestDb) {
@@ -594,4 +595,81 @@ fn postgres_store_works_inside_an_async_runtime() {
             drop(store);
         });
     }
+}
+
+/// Fencing holds under contention: a stale owner writing as fast as it can
+/// while another owner takes the workflow over never lands a write after the
+/// takeover (the check and the write are one transaction, and on PostgreSQL
+/// the queue row is locked between them).
+fn stale_writer_never_overwrites_after_takeover(db: &TestDb) {
+    let setup = db.open();
+    for round in 0..10 {
+        let rec = wf(round);
+        setup.submit_workflow(&rec).unwrap();
+        let old_owner = format!("old-{round}");
+        assert_eq!(
+            setup
+                .claim_workflows(&old_owner, 1, LEASE, t(0))
+                .unwrap()
+                .len(),
+            1
+        );
+        let status = |who: &str| WorkflowStatusSummary {
+            phase: WorkflowPhase::Running,
+            message: Some(who.to_string()),
+            ..Default::default()
+        };
+        std::thread::scope(|scope| {
+            let (uid, old_owner) = (&rec.uid, &old_owner);
+            scope.spawn(move || {
+                let store = db.open();
+                let mut writes = 0;
+                loop {
+                    match store.save_progress_as(Some(old_owner), uid, &status("old"), &[]) {
+                        Ok(()) => writes += 1,
+                        Err(StoreError::LeaseLost { .. }) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                    assert!(writes < 1_000_000, "never fenced");
+                }
+            });
+            scope.spawn(move || {
+                let store = db.open();
+                std::thread::sleep(Duration::from_millis(5));
+                let taken = store
+                    .claim_workflows(&format!("new-{round}"), 1, LEASE, t(1000))
+                    .unwrap();
+                assert_eq!(uids(&taken), std::slice::from_ref(uid));
+                store
+                    .save_progress_as(Some(&format!("new-{round}")), uid, &status("new"), &[])
+                    .unwrap();
+            });
+        });
+        let got = setup.get_workflow(&rec.uid).unwrap().unwrap();
+        assert_eq!(got.status.message.as_deref(), Some("new"), "round {round}");
+    }
+}
+
+/// A PostgreSQL connection the server dropped (restart, idle timeout,
+/// administrator) is opened again on the next call.
+#[test]
+fn postgres_reconnects_after_the_server_drops_the_connection() {
+    let db = TestDb::postgres();
+    let store = db.open();
+    store.submit_workflow(&wf(0)).unwrap();
+    let dbname = db.url().rsplit('/').next().unwrap().to_string();
+    let mut admin = common::pg::server().admin();
+    let killed: bool = admin
+        .query_one(
+            "SELECT bool_or(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = $1 AND application_name = 'roadie'",
+            &[&dbname],
+        )
+        .unwrap()
+        .get(0);
+    assert!(killed, "the store's connection was found and terminated");
+    // The first call may see the dead connection; the next one must work.
+    let _ = store.queue_depth();
+    assert_eq!(store.queue_depth().unwrap(), depth(1, 0));
+    assert_eq!(store.claim_workflows("w", 1, LEASE, t(0)).unwrap().len(), 1);
 }
