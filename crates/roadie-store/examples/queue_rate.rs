@@ -8,7 +8,7 @@
 //!
 //! `cargo run --release -p roadie-store --example queue_rate`
 
-#[path = "../tests/common/pg.rs"]
+#[path = "../src/pgtest.rs"]
 #[allow(dead_code)]
 mod pg;
 

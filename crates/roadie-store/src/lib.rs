@@ -65,6 +65,8 @@ mod codec;
 mod error;
 mod model;
 mod pg;
+#[cfg(feature = "pgtest")]
+pub mod pgtest;
 mod profile;
 mod sqlite;
 

@@ -2,6 +2,9 @@
 //! test, and a macro that runs one test body against both.
 #![allow(dead_code)] // each test binary uses part of it
 
+// The same file as `roadie_store::pgtest` (feature `pgtest`), compiled here
+// so this crate's tests need no feature turned on.
+#[path = "../../src/pgtest.rs"]
 pub mod pg;
 
 use std::path::PathBuf;

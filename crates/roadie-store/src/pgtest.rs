@@ -1,7 +1,13 @@
-//! A throwaway PostgreSQL server for tests: `initdb` into a temporary
-//! directory, the server on a free loopback port with its socket in that
-//! directory, one server per test process (shared through a `OnceLock`), a
-//! fresh database per test.
+//! A throwaway PostgreSQL server for tests (feature `pgtest`): `initdb`
+//! into a temporary directory, the server on a free loopback port with its
+//! socket in that directory, one server per test process (shared through a
+//! `OnceLock`), a fresh database per test.
+//!
+//! ```text
+//! // In another crate's tests, with roadie-store's `pgtest` feature on:
+//! let url = roadie_store::pgtest::fresh_database(); // postgres://postgres@127.0.0.1:PORT/roadie_test_..
+//! let store = roadie_store::Store::open_url(&url)?;
+//! ```
 //!
 //! The server binaries are Debian's (`/usr/lib/postgresql/*/bin`, installed
 //! by scripts/setup.sh), or those in `$ROADIE_PG_BIN`. Missing binaries fail
@@ -12,11 +18,14 @@
 //!
 //! `initdb` runs once per machine, into a template cluster
 //! (`roadie-pgtest-template-<version>-<uid>` in `/dev/shm`, else the
-//! temporary directory), which each test process copies. Nothing else is left behind: the postmaster is this process's child, started
-//! by a thread that lives as long as the process, with a parent-death
-//! signal (SIGINT: fast shutdown), so it ends with the test process even
-//! after SIGKILL; at a normal exit an `atexit` handler stops it, waits for
-//! it and removes its directory.
+//! temporary directory), which each test process copies. Nothing else is
+//! left behind: the postmaster is this process's child, started by a thread
+//! that lives as long as the process, with a parent-death signal (SIGINT:
+//! fast shutdown), so it ends with the test process even after SIGKILL; at
+//! a normal exit an `atexit` handler stops it, waits for it and removes its
+//! directory (and the next run removes the directories of killed runs).
+//!
+//! Test code: it panics, with a message, on anything that goes wrong.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -25,7 +34,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
+/// The running server of this process.
 pub struct PgServer {
+    /// Its loopback TCP port.
     pub port: u16,
     dir: PathBuf,
     child: Mutex<Option<Child>>,
@@ -55,6 +66,7 @@ pub fn fresh_database() -> String {
 }
 
 impl PgServer {
+    /// The URL of database `db` on this server (user `postgres`, no password).
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
