@@ -358,7 +358,23 @@ impl Store {
     /// are dropped. The workflow's record stays. Nothing happens if it was
     /// not queued.
     pub fn complete_workflow(&self, uid: &str) -> Result<(), StoreError> {
-        dispatch!(self.complete_workflow(uid))
+        self.complete_workflow_as(None, uid)
+    }
+
+    /// [`Store::complete_workflow`], fenced like [`Store::save_progress_as`]:
+    /// with `Some(owner)` it fails with [`StoreError::LeaseLost`] (and
+    /// changes nothing) unless `owner` holds the workflow, so a stale worker
+    /// finishing its copy of a run cannot take the workflow off the queue
+    /// under the worker that took it over.
+    pub fn complete_workflow_as(&self, owner: Option<&str>, uid: &str) -> Result<(), StoreError> {
+        dispatch!(self.complete_workflow(owner, uid))
+    }
+
+    /// The uids `owner` holds, in queue order: for `daemon status`, and for a
+    /// worker to reconcile after a call whose outcome it could not see (a
+    /// claim whose connection broke may still have committed).
+    pub fn held_workflows(&self, owner: &str) -> Result<Vec<String>, StoreError> {
+        dispatch!(self.held_workflows(owner))
     }
 
     /// How many workflows are queued and how many are held by workers.

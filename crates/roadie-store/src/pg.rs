@@ -185,6 +185,15 @@ pub(crate) struct PgStore {
     conn: Mutex<Option<Conn>>,
 }
 
+/// How `check_holder` locks the queue row it checks: `Share` when the
+/// transaction then writes elsewhere, `Update` when it changes the row itself
+/// (upgrading a share lock could deadlock with a waiting takeover).
+#[derive(Clone, Copy)]
+enum HolderLock {
+    Share,
+    Update,
+}
+
 /// The locked connection; `PgStore::conn` has made sure it is there.
 struct ConnGuard<'a>(MutexGuard<'a, Option<Conn>>);
 
@@ -523,7 +532,7 @@ impl PgStore {
         let Conn { client, statements } = &mut *guard;
         let mut tx = client.transaction().ctx(db, ctx)?;
         if let Some(owner) = owner {
-            self.check_holder(&mut tx, statements, uid, owner)?;
+            self.check_holder(&mut tx, statements, uid, owner, HolderLock::Share)?;
         }
         self.write_status(&mut tx, statements, uid, status)?;
         self.upsert_nodes(&mut tx, statements, uid, &ids, &phases, &jsons)?;
@@ -567,14 +576,16 @@ impl PgStore {
         statements: &mut HashMap<&'static str, Statement>,
         uid: &str,
         owner: &str,
+        lock: HolderLock,
     ) -> Result<(), StoreError> {
         let db = self.shown.as_path();
-        let select = prep(
-            tx,
-            statements,
-            "SELECT state, owner FROM queue WHERE workflow_uid = $1 FOR SHARE",
-            db,
-        )?;
+        let sql = match lock {
+            HolderLock::Share => "SELECT state, owner FROM queue WHERE workflow_uid = $1 FOR SHARE",
+            HolderLock::Update => {
+                "SELECT state, owner FROM queue WHERE workflow_uid = $1 FOR UPDATE"
+            }
+        };
+        let select = prep(tx, statements, sql, db)?;
         let holder: Option<(String, Option<String>)> = tx
             .query_opt(&select, &[&uid])
             .ctx(db, || format!("checking the lease of workflow {uid}"))?
@@ -1069,12 +1080,20 @@ impl PgStore {
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
-    pub(crate) fn complete_workflow(&self, uid: &str) -> Result<(), StoreError> {
+    pub(crate) fn complete_workflow(
+        &self,
+        owner: Option<&str>,
+        uid: &str,
+    ) -> Result<(), StoreError> {
         let db = self.shown.as_path();
         let ctx = || format!("taking finished workflow {uid} off the queue");
         let mut guard = self.conn()?;
         let Conn { client, statements } = &mut *guard;
         let mut tx = client.transaction().ctx(db, ctx)?;
+        if let Some(owner) = owner {
+            // FOR UPDATE: this transaction deletes the row it checks.
+            self.check_holder(&mut tx, statements, uid, owner, HolderLock::Update)?;
+        }
         for sql in [
             "DELETE FROM queue WHERE workflow_uid = $1",
             "DELETE FROM commands WHERE workflow_uid = $1",
@@ -1083,6 +1102,19 @@ impl PgStore {
             tx.execute(&stmt, &[&uid]).ctx(db, ctx)?;
         }
         tx.commit().ctx(db, ctx)
+    }
+
+    pub(crate) fn held_workflows(&self, owner: &str) -> Result<Vec<String>, StoreError> {
+        let db = self.shown.as_path();
+        let rows = self
+            .conn()?
+            .client
+            .query(
+                "SELECT workflow_uid FROM queue WHERE owner = $1 ORDER BY id",
+                &[&owner],
+            )
+            .ctx(db, || format!("listing the workflows of {owner}"))?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
     pub(crate) fn queue_depth(&self) -> Result<QueueDepth, StoreError> {

@@ -847,13 +847,20 @@ impl SqliteStore {
         Ok(n)
     }
 
-    pub(crate) fn complete_workflow(&self, uid: &str) -> Result<(), StoreError> {
+    pub(crate) fn complete_workflow(
+        &self,
+        owner: Option<&str>,
+        uid: &str,
+    ) -> Result<(), StoreError> {
         let db = self.path.as_path();
         let ctx = || format!("taking finished workflow {uid} off the queue");
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx(db, ctx)?;
+        if let Some(owner) = owner {
+            self.check_holder(&tx, uid, owner)?;
+        }
         for sql in [
             "DELETE FROM queue WHERE workflow_uid = ?1",
             "DELETE FROM commands WHERE workflow_uid = ?1",
@@ -864,6 +871,17 @@ impl SqliteStore {
                 .ctx(db, ctx)?;
         }
         tx.commit().ctx(db, ctx)
+    }
+
+    pub(crate) fn held_workflows(&self, owner: &str) -> Result<Vec<String>, StoreError> {
+        let db = self.path.as_path();
+        let ctx = || format!("listing the workflows of {owner}");
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT workflow_uid FROM queue WHERE owner = ?1 ORDER BY id")
+            .ctx(db, ctx)?;
+        let rows = stmt.query_map(params![owner], |r| r.get(0)).ctx(db, ctx)?;
+        rows.collect::<rusqlite::Result<_>>().ctx(db, ctx)
     }
 
     pub(crate) fn queue_depth(&self) -> Result<QueueDepth, StoreError> {
