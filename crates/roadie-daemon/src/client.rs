@@ -431,16 +431,12 @@ impl DaemonClient {
     /// exited. [`DaemonError::Refused`] if the daemon has fewer.
     pub fn decrease_workers(&self, n: usize) -> Result<DaemonStatus, DaemonError> {
         let deadline = Instant::now() + self.timeout;
-        let target = match control::request(&self.profile, &Request::Decr { n }, self.timeout)? {
-            Response::Status { status } => status
-                .workers
-                .iter()
-                .filter(|w| w.state != WorkerState::Stopping)
-                .count(),
+        match control::request(&self.profile, &Request::Decr { n }, self.timeout)? {
+            Response::Status { .. } => {}
             other => return Err(self.unexpected("a status", &other)),
-        };
+        }
         self.wait_until(deadline, "to stop the removed workers", |s| {
-            Ok(s.workers.len() <= target)
+            Ok(!s.workers.iter().any(|w| w.retiring))
         })
     }
 

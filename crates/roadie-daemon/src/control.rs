@@ -223,6 +223,9 @@ pub struct WorkerStatus {
     pub restart_at: Option<DateTime<Utc>>,
     /// Why the slot is given up, or other notes.
     pub message: Option<String>,
+    /// Being removed (`decr`): the row goes once its process has exited.
+    #[serde(default)]
+    pub retiring: bool,
 }
 
 /// Sends one request to the profile's supervisor and reads its answer, each

@@ -1004,6 +1004,7 @@ impl Supervisor {
                     last_exit: s.last_exit.clone(),
                     restart_at: s.restart_at.map(|(_, at)| at),
                     message: s.message.clone(),
+                    retiring: s.retiring,
                 }
             })
             .collect();
