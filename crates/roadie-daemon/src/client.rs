@@ -95,42 +95,68 @@ pub struct DaemonClient {
     profile: Profile,
     timeout: Duration,
     program: Option<PathBuf>,
+    /// Why the profile's config could not give the timeout; reported by
+    /// every call that needs the timeout, until one is set explicitly.
+    config_error: Option<(PathBuf, String)>,
 }
 
 impl DaemonClient {
     /// A client for `profile`, with the timeout from its `config.toml`.
-    /// Fails only if that file exists and is malformed.
+    /// Never fails: a malformed config is reported by the first call that
+    /// needs the timeout (everything but [`is_running`](Self::is_running),
+    /// [`pid`](Self::pid) and the getters), unless
+    /// [`with_timeout`](Self::with_timeout) overrides it.
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let dir = tempfile::tempdir()?;
     /// let profile = roadie_store::Profile::at("demo", dir.path())?;
     /// std::fs::write(dir.path().join("config.toml"), "daemon_timeout_secs = 5\n")?;
-    /// let client = roadie_daemon::DaemonClient::new(profile)?;
+    /// let client = roadie_daemon::DaemonClient::new(profile);
     /// assert_eq!(client.timeout(), std::time::Duration::from_secs(5));
     /// assert!(!client.is_running());
     /// assert!(matches!(client.status(), Err(roadie_daemon::DaemonError::NotRunning { .. })));
     /// # Ok(())
     /// # }
     /// ```
-    pub fn new(profile: Profile) -> Result<DaemonClient, DaemonError> {
-        let timeout = configured_timeout(&profile)?;
-        Ok(DaemonClient {
+    pub fn new(profile: Profile) -> DaemonClient {
+        let (timeout, config_error) = match configured_timeout(&profile) {
+            Ok(t) => (t, None),
+            Err(DaemonError::Config { path, message }) => (DEFAULT_TIMEOUT, Some((path, message))),
+            Err(e) => (
+                DEFAULT_TIMEOUT,
+                Some((config_path(&profile), e.to_string())),
+            ),
+        };
+        DaemonClient {
             profile,
             timeout,
             program: None,
-        })
+            config_error,
+        }
+    }
+
+    /// Fails with the config's problem, if it has one (see [`new`](Self::new)).
+    fn check_config(&self) -> Result<(), DaemonError> {
+        match &self.config_error {
+            Some((path, message)) => Err(DaemonError::Config {
+                path: path.clone(),
+                message: message.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// A client for the named profile (else `ROADIE_PROFILE`, else
     /// `default`) under `$ROADIE_HOME`.
     pub fn for_profile(name: Option<&str>) -> Result<DaemonClient, DaemonError> {
-        DaemonClient::new(Profile::resolve(name)?)
+        Ok(DaemonClient::new(Profile::resolve(name)?))
     }
 
-    /// Overrides the timeout of every call.
+    /// Overrides the timeout of every call (and with it the config's).
     pub fn with_timeout(mut self, timeout: Duration) -> DaemonClient {
         self.timeout = timeout;
+        self.config_error = None;
         self
     }
 
@@ -173,6 +199,7 @@ impl DaemonClient {
 
     /// The supervisor's status and worker table.
     pub fn status(&self) -> Result<DaemonStatus, DaemonError> {
+        self.check_config()?;
         self.status_within(self.timeout)
     }
 
@@ -196,6 +223,7 @@ impl DaemonClient {
     /// the reason and the log; a worker that dies before it is up stops the
     /// whole start) or [`DaemonError::Timeout`].
     pub fn start(&self, workers: usize) -> Result<DaemonStatus, DaemonError> {
+        self.check_config()?;
         if workers == 0 {
             return Err(DaemonError::Refused {
                 message: "a daemon needs at least one worker".into(),
@@ -324,6 +352,7 @@ impl DaemonClient {
     /// [`DaemonError::Timeout`] when it takes longer than the timeout (the
     /// daemon keeps stopping in the background).
     pub fn stop(&self, wait: bool) -> Result<(), DaemonError> {
+        self.check_config()?;
         let deadline = Instant::now() + self.timeout;
         let resp = match control::request(&self.profile, &Request::Stop { wait }, self.timeout) {
             Ok(r) => r,
@@ -379,6 +408,7 @@ impl DaemonClient {
     /// is stopped, its log moved to `daemon.log.1`, and a new supervisor
     /// started with as many workers as before, with clean crash counters.
     pub fn restart(&self, reset: bool) -> Result<DaemonStatus, DaemonError> {
+        self.check_config()?;
         let before = self.status()?;
         if reset {
             let n = before.workers.len().max(1);
@@ -410,6 +440,7 @@ impl DaemonClient {
 
     /// Starts `n` more workers and returns once they are up.
     pub fn increase_workers(&self, n: usize) -> Result<DaemonStatus, DaemonError> {
+        self.check_config()?;
         let deadline = Instant::now() + self.timeout;
         let before: HashSet<usize> = self.status()?.workers.iter().map(|w| w.index).collect();
         match control::request(&self.profile, &Request::Incr { n }, self.timeout)? {
@@ -430,6 +461,7 @@ impl DaemonClient {
     /// Stops the `n` highest-numbered workers and returns once they have
     /// exited. [`DaemonError::Refused`] if the daemon has fewer.
     pub fn decrease_workers(&self, n: usize) -> Result<DaemonStatus, DaemonError> {
+        self.check_config()?;
         let deadline = Instant::now() + self.timeout;
         match control::request(&self.profile, &Request::Decr { n }, self.timeout)? {
             Response::Status { .. } => {}

@@ -178,7 +178,6 @@ impl Fixture {
             .expect("temp dir");
         let profile = Profile::at("lifecycle", home.path().join("p")).expect("profile");
         let client = DaemonClient::new(profile.clone())
-            .expect("client")
             .with_timeout(Duration::from_secs(30))
             .with_program(std::env::current_exe().expect("own exe"));
         Fixture {
@@ -602,7 +601,7 @@ fn start_fails_when_workers_crash() {
 fn timeout_comes_from_the_profile_config() {
     let dir = tempfile::tempdir().expect("dir");
     let profile = Profile::at("cfg", dir.path()).expect("profile");
-    let client = DaemonClient::new(profile.clone()).expect("client");
+    let client = DaemonClient::new(profile.clone());
     assert_eq!(client.timeout(), roadie_daemon::client::DEFAULT_TIMEOUT);
     let cfg = dir.path().join("config.toml");
     std::fs::write(
@@ -610,10 +609,15 @@ fn timeout_comes_from_the_profile_config() {
         "# other keys are fine\nstore = \"x\"\ndaemon_timeout_secs = 2.5\n",
     )
     .expect("config");
-    let client = DaemonClient::new(profile.clone()).expect("client");
+    let client = DaemonClient::new(profile.clone());
     assert_eq!(client.timeout(), Duration::from_millis(2500));
+
+    // A bad value: every call that needs the timeout says so; whether the
+    // daemon runs can still be asked, and an explicit timeout overrides.
     std::fs::write(&cfg, "daemon_timeout_secs = \"soon\"\n").expect("config");
-    match DaemonClient::new(profile.clone()) {
+    let client = DaemonClient::new(profile.clone());
+    assert!(!client.is_running());
+    match client.status() {
         Err(e @ DaemonError::Config { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains("config.toml"), "{msg}");
@@ -624,9 +628,15 @@ fn timeout_comes_from_the_profile_config() {
         }
         other => panic!("bad config: {other:?}"),
     }
+    assert!(matches!(client.start(1), Err(DaemonError::Config { .. })));
+    assert!(matches!(client.stop(true), Err(DaemonError::Config { .. })));
+    assert!(matches!(
+        client.clone().with_timeout(Duration::from_secs(1)).status(),
+        Err(DaemonError::NotRunning { .. })
+    ));
     std::fs::write(&cfg, "daemon_timeout_secs = [").expect("config");
     assert!(matches!(
-        DaemonClient::new(profile),
+        DaemonClient::new(profile).status(),
         Err(DaemonError::Config { .. })
     ));
 }

@@ -123,7 +123,7 @@ pub fn run(profile_name: Option<&str>, args: DaemonArgs) -> Result<u8> {
             foreground,
         } => start(profile, workers, foreground),
         DaemonCommand::Stop { no_wait, timeout } => {
-            let mut client = DaemonClient::new(profile)?;
+            let mut client = DaemonClient::new(profile);
             if let Some(secs) = timeout {
                 anyhow::ensure!(
                     secs.is_finite() && secs > 0.0,
@@ -143,7 +143,7 @@ pub fn run(profile_name: Option<&str>, args: DaemonArgs) -> Result<u8> {
             Ok(0)
         }
         DaemonCommand::Restart { reset } => {
-            let client = DaemonClient::new(profile)?;
+            let client = DaemonClient::new(profile);
             let status = client.restart(reset)?;
             println!(
                 "the daemon of profile {} restarted: supervisor pid {}, workers {}",
@@ -155,7 +155,7 @@ pub fn run(profile_name: Option<&str>, args: DaemonArgs) -> Result<u8> {
         }
         DaemonCommand::Status { output } => status(profile, output),
         DaemonCommand::Incr { n } => {
-            let status = DaemonClient::new(profile)?.increase_workers(n)?;
+            let status = DaemonClient::new(profile).increase_workers(n)?;
             println!(
                 "{} worker(s) now: {}",
                 status.workers.len(),
@@ -164,7 +164,7 @@ pub fn run(profile_name: Option<&str>, args: DaemonArgs) -> Result<u8> {
             Ok(0)
         }
         DaemonCommand::Decr { n } => {
-            let status = DaemonClient::new(profile)?.decrease_workers(n)?;
+            let status = DaemonClient::new(profile).decrease_workers(n)?;
             println!(
                 "{} worker(s) now: {}",
                 status.workers.len(),
@@ -195,7 +195,7 @@ fn start(profile: Profile, workers: usize, foreground: bool) -> Result<u8> {
         supervisor::run(&profile, supervisor::SupervisorOptions::new(workers)?)?;
         return Ok(0);
     }
-    let client = DaemonClient::new(profile)?;
+    let client = DaemonClient::new(profile);
     let status = client.start(workers)?;
     println!(
         "the daemon of profile {} started: supervisor pid {}, workers {}\nlog: {}",
@@ -224,7 +224,7 @@ fn pid_list(status: &DaemonStatus) -> String {
 }
 
 fn status(profile: Profile, output: StatusFormat) -> Result<u8> {
-    let client = DaemonClient::new(profile)?;
+    let client = DaemonClient::new(profile);
     let status = match client.status() {
         Ok(s) => s,
         Err(e @ DaemonError::NotRunning { .. }) => {
