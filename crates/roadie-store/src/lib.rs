@@ -20,6 +20,45 @@
 //! workflow off the queue.
 //!
 //! ```
+//! use std::time::Duration;
+//! use roadie_store::{NewWorkflow, QueueDepth, Store, StoreError, WorkflowStatusSummary};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let store = Store::open_url(&format!("sqlite://{}", dir.path().join("roadie.db").display()))?;
+//! # let manifest = roadie_spec::parse_workflow(
+//! #     "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {name: q}\nspec: {entrypoint: main}\n",
+//! #     "q.yaml",
+//! # )?;
+//! let rec = NewWorkflow {
+//!     uid: "uid-1".into(),
+//!     name: "q-1".into(),
+//!     namespace: None,
+//!     manifest,
+//!     parameters: Default::default(),
+//!     created_at: chrono::Utc::now(),
+//! };
+//! store.submit_workflow(&rec)?; // `roadie submit`
+//!
+//! // A worker: claim, drive (every write fenced by its lease), complete.
+//! let lease = Duration::from_secs(30);
+//! let now = chrono::Utc::now();
+//! let claimed = store.claim_workflows("host:4242:0", 8, lease, now)?;
+//! assert_eq!(claimed[0].uid, "uid-1");
+//! store.save_progress_as(Some("host:4242:0"), "uid-1", &WorkflowStatusSummary::default(), &[])?;
+//! assert!(store.heartbeat("host:4242:0", lease, now)?.is_empty()); // nothing lost
+//!
+//! // Another worker cannot write to it while the lease is held.
+//! let stale = store.save_progress_as(Some("host:999:1"), "uid-1", &Default::default(), &[]);
+//! assert!(matches!(stale, Err(StoreError::LeaseLost { .. })));
+//!
+//! store.complete_workflow_as(Some("host:4242:0"), "uid-1")?;
+//! assert_eq!(store.queue_depth()?, QueueDepth { queued: 0, running: 0 });
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ```
 //! use roadie_store::{NewWorkflow, Profile, Store, WorkflowStatusSummary, ListFilter};
 //! use roadie_spec::{NodeStatus, NodePhase, WorkflowPhase};
 //!
