@@ -660,6 +660,13 @@ fn argo_examples_conform() {
         suite.isolation,
         suite.features
     );
+    if suite.isolation == Isolation::None {
+        eprintln!(
+            "conformance: warning: cannot create mount and network namespaces (not root, or \
+             unshare forbidden): examples share /tmp and ports with each other and with other \
+             tests, so those writing the same paths or binding 80/8086 may collide"
+        );
+    }
     for prog in [
         "python", "node", "cowsay", "argosay", "jq", "curl", "nginx", "busybox",
     ] {
