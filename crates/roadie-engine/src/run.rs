@@ -198,6 +198,8 @@ pub struct WorkflowRun {
     resumed: HashSet<String>,
     /// The workflow's exit handler runs: new nodes may start despite a stop.
     in_exit_handler: bool,
+    /// Workflow-level suspend: nothing new starts.
+    suspended: bool,
     /// `spec.arguments.parameters` with `-p` overrides: the entrypoint's arguments.
     workflow_params: Vec<Parameter>,
     grace_default: i64,
@@ -319,6 +321,7 @@ impl WorkflowRun {
             daemon_retries: HashMap::new(),
             resumed: HashSet::new(),
             in_exit_handler: false,
+            suspended: false,
             workflow_params: Vec::new(),
             grace_default,
             workflow_changed: true,
@@ -1137,7 +1140,14 @@ impl WorkflowRun {
         let mut signals = Vec::new();
         for (id, pod) in self.pods.iter_mut() {
             if pod.termination.is_none() {
-                pod.termination = Some((Termination::Teardown, now));
+                // Only daemons end well by teardown; anything else still
+                // running when the workflow ends is stopped as a failure.
+                let why = if pod.daemon {
+                    Termination::Teardown
+                } else {
+                    Termination::Shutdown
+                };
+                pod.termination = Some((why, now));
                 signals.push(id.clone());
             }
         }
@@ -1412,7 +1422,7 @@ impl WorkflowRun {
             let sg_name = format!("{}[{i}]", call.name);
             let sg_id = node_id(&self.name, &sg_name);
             if !self.status.nodes.contains_key(&sg_id) {
-                if self.shutdown.is_some() {
+                if self.blocked() {
                     all_groups_done = false;
                     break;
                 }
@@ -1494,7 +1504,8 @@ impl WorkflowRun {
         if !self.teardown_scope(now, &id) {
             return id;
         }
-        if failure.is_none() && self.subtree_has_live_pods(&id) {
+        // Whatever still runs below this node ends before the node does.
+        if self.subtree_has_live_pods(&id) {
             return id;
         }
         let outputs = self.template_outputs(call, "steps", &names, &aggregates);
@@ -1557,7 +1568,7 @@ impl WorkflowRun {
                 let cid = node_id(&self.name, &child_name);
                 child_ids.push(cid.clone());
                 if !self.status.nodes.contains_key(&cid) {
-                    if self.shutdown.is_some() {
+                    if self.blocked() {
                         all_done = false;
                         continue;
                     }
@@ -1826,6 +1837,16 @@ impl WorkflowRun {
             }
         }
         let mut out = BTreeMap::new();
+        // Looped daemons publish the list of their addresses.
+        let ips: Vec<serde_json::Value> = children
+            .iter()
+            .filter_map(|c| self.status.nodes.get(c))
+            .filter(|n| n.daemoned == Some(true))
+            .filter_map(|n| n.pod_ip.clone().map(serde_json::Value::String))
+            .collect();
+        if !ips.is_empty() {
+            out.insert("ip".to_string(), serde_json::Value::Array(ips).to_string());
+        }
         out.insert(
             "outputs.result".to_string(),
             serde_json::Value::Array(results).to_string(),
@@ -1993,7 +2014,7 @@ impl WorkflowRun {
                     }
                     continue;
                 }
-                if self.shutdown.is_some() || (fail_fast && failed_seen) {
+                if self.blocked() || (fail_fast && failed_seen) {
                     continue;
                 }
                 let deps = match deps_of(task) {
@@ -2027,7 +2048,7 @@ impl WorkflowRun {
                         .and_then(|x| x.continue_on)
                         .unwrap_or_default()
                 });
-                progressed = true;
+                // (progress is counted below, once a node exists)
                 if !ok {
                     self.skipped_node(
                         &task_name,
@@ -2153,6 +2174,9 @@ impl WorkflowRun {
         if running {
             return id;
         }
+        if pending && self.suspended {
+            return id;
+        }
         if pending {
             let blocked = self.shutdown.is_some() || (fail_fast && failed.is_some());
             if !blocked {
@@ -2214,7 +2238,7 @@ impl WorkflowRun {
             let child_name = format!("{dag_name}.{display}");
             let cid = node_id(&self.name, &child_name);
             if !self.status.nodes.contains_key(&cid) {
-                if self.shutdown.is_some() {
+                if self.blocked() {
                     all_done = false;
                     continue;
                 }
@@ -2655,9 +2679,109 @@ impl WorkflowRun {
         Some(c)
     }
 
-    /// No new node may start: the workflow is stopping (exit handlers excepted).
+    /// No new node may start: the workflow is stopping (exit handlers
+    /// excepted) or suspended.
     fn blocked(&self) -> bool {
-        self.shutdown.is_some() && !self.in_exit_handler
+        (self.shutdown.is_some() && !self.in_exit_handler) || self.suspended
+    }
+
+    /// Suspend the whole workflow (`argo suspend`): running steps go on, no
+    /// new step starts until [`WorkflowRun::unsuspend`].
+    pub fn suspend(&mut self, now: Time) {
+        self.suspended = true;
+        self.reconcile(now);
+    }
+
+    /// Lift a workflow-level suspend and resume suspend nodes (`argo resume`).
+    pub fn unsuspend(&mut self, now: Time) {
+        self.suspended = false;
+        self.resume_suspended(now, None);
+    }
+
+    pub fn is_suspended(&self) -> bool {
+        self.suspended
+    }
+
+    /// The stored status of a finished workflow, made ready for `retry`:
+    /// failed and errored steps are forgotten (so they run again), with the
+    /// daemons of the same scopes (so the retried steps find them serving),
+    /// and their ancestors are running again. Resume the result with
+    /// [`WorkflowRun::resume`].
+    pub fn retry_status(stored: &WorkflowStatus) -> WorkflowStatus {
+        let mut status = stored.clone();
+        let failed = |n: &NodeStatus| matches!(n.phase, NodePhase::Failed | NodePhase::Error);
+        // Leaves and retry groups that failed, and the exit handler.
+        let mut forget: HashSet<String> = status
+            .nodes
+            .values()
+            .filter(|n| {
+                (failed(n) && matches!(n.node_type, NodeType::Pod | NodeType::Retry))
+                    || n.name.ends_with(".onExit")
+            })
+            .map(|n| n.id.clone())
+            .collect();
+        let scopes: HashSet<String> = forget
+            .iter()
+            .filter_map(|id| status.nodes.get(id).and_then(|n| n.boundary_id.clone()))
+            .collect();
+        // Daemons of those scopes start again with the retried steps.
+        for n in status.nodes.values() {
+            if n.boundary_id.as_ref().is_some_and(|b| scopes.contains(b))
+                && n.message
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("daemon torn down"))
+            {
+                forget.insert(n.id.clone());
+            }
+        }
+        // Whole subtrees go: a forgotten retry node takes its attempts along.
+        let mut stack: Vec<String> = forget.iter().cloned().collect();
+        while let Some(id) = stack.pop() {
+            if let Some(n) = status.nodes.get(&id) {
+                for c in &n.children {
+                    if forget.insert(c.clone()) {
+                        stack.push(c.clone());
+                    }
+                }
+            }
+        }
+        // Every ancestor of a forgotten node runs again.
+        let parents: HashMap<String, String> = status
+            .nodes
+            .values()
+            .flat_map(|n| n.children.iter().map(move |c| (c.clone(), n.id.clone())))
+            .collect();
+        let mut reopen: HashSet<String> = HashSet::new();
+        for id in &forget {
+            let mut cur = parents
+                .get(id)
+                .cloned()
+                .or_else(|| status.nodes.get(id).and_then(|n| n.boundary_id.clone()));
+            while let Some(p) = cur {
+                if !reopen.insert(p.clone()) {
+                    break;
+                }
+                cur = parents
+                    .get(&p)
+                    .cloned()
+                    .or_else(|| status.nodes.get(&p).and_then(|n| n.boundary_id.clone()));
+            }
+        }
+        for id in &forget {
+            status.nodes.remove(id);
+        }
+        for n in status.nodes.values_mut() {
+            n.children.retain(|c| !forget.contains(c));
+            if reopen.contains(&n.id) {
+                n.phase = NodePhase::Running;
+                n.finished_at = None;
+                n.message = None;
+            }
+        }
+        status.phase = WorkflowPhase::Running;
+        status.finished_at = None;
+        status.message = None;
+        status
     }
 
     /// Begin a stop: every live step gets SIGTERM (SIGKILL after its grace).

@@ -1234,3 +1234,85 @@ fn resume_of_a_finished_workflow_changes_nothing() {
     assert!(r.launched.is_empty());
     assert_eq!(r.phase(), WorkflowPhase::Succeeded);
 }
+
+#[test]
+fn retry_reruns_failed_steps_and_restarts_the_daemons_they_need() {
+    let mut s = Sim::new(INFLUX_LIKE);
+    s.start("[0].db");
+    s.advance(2);
+    s.probe("[0].db", true);
+    s.run_step("[1].client", 1, "");
+    s.exit("[0].db", 143, "");
+    assert_eq!(s.phase(), WorkflowPhase::Failed);
+    let retried = WorkflowRun::retry_status(s.run.status());
+    assert_eq!(retried.phase, WorkflowPhase::Running);
+    let wf = s.run.workflow().clone();
+    let run = WorkflowRun::resume(
+        wf,
+        RunOptions {
+            name: Some("wf".into()),
+            uid: "uid-1".into(),
+            ..Default::default()
+        },
+        retried,
+        s.now,
+    )
+    .expect("resumes");
+    let mut r = Sim {
+        run,
+        now: s.now,
+        launched: vec![],
+        probes: vec![],
+        signals: vec![],
+    };
+    r.drain();
+    assert_eq!(
+        r.launched_names(),
+        vec!["wf[0].db"],
+        "the daemon the failed step needs starts again first"
+    );
+    r.start("[0].db");
+    r.advance(2);
+    r.probe("[0].db", true);
+    r.run_step("[1].client", 0, "");
+    r.run_step("[2].after", 0, "");
+    r.exit("[0].db", 143, "");
+    assert_eq!(r.phase(), WorkflowPhase::Succeeded);
+}
+
+#[test]
+fn a_suspended_workflow_starts_nothing_new_until_resumed() {
+    let mut s = Sim::new(DIAMOND);
+    s.run.suspend(s.now);
+    s.run_step("wf.A", 0, "");
+    assert!(s.launched.is_empty());
+    s.run.unsuspend(s.now);
+    s.drain();
+    assert_eq!(s.launched_names(), vec!["wf.B", "wf.C"]);
+}
+
+#[test]
+fn workflow_parallelism_bounds_a_wide_dag() {
+    let yaml = r#"
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  parallelism: 1
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - {name: A, template: t}
+      - {name: B, template: t}
+      - {name: C, template: t}
+  - name: t
+    container: {command: [t]}
+"#;
+    let mut s = Sim::new(yaml);
+    assert_eq!(s.launched_names(), vec!["wf.A"]);
+    s.run_step("wf.A", 0, "");
+    assert_eq!(s.launched_names(), vec!["wf.B"]);
+    s.run_step("wf.B", 0, "");
+    s.run_step("wf.C", 0, "");
+    assert_eq!(s.phase(), WorkflowPhase::Succeeded);
+}
