@@ -73,6 +73,9 @@ pub struct Driver {
     waiting: VecDeque<Waiting>,
     max_steps: usize,
     running_steps: usize,
+    /// The lease owner writes are fenced with (workers), so a worker that
+    /// lost a workflow to another can never overwrite its record.
+    owner: Option<String>,
 }
 
 impl Driver {
@@ -95,7 +98,13 @@ impl Driver {
             waiting: VecDeque::new(),
             max_steps: max_steps.max(1),
             running_steps: 0,
+            owner: None,
         })
+    }
+
+    /// Fence every write with this lease owner.
+    pub fn set_owner(&mut self, owner: &str) {
+        self.owner = Some(owner.to_string());
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -150,6 +159,26 @@ impl Driver {
         let mut out = Processed::default();
         if let Some(a) = self.runs.get_mut(uid) {
             a.run.stop(Utc::now(), mode, message);
+            self.settle(uid, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Suspend one workflow: running steps go on, nothing new starts.
+    pub fn suspend(&mut self, uid: &str) -> Result<Processed, DriverError> {
+        let mut out = Processed::default();
+        if let Some(a) = self.runs.get_mut(uid) {
+            a.run.suspend(Utc::now());
+            self.settle(uid, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Lift a workflow-level suspend and resume its suspend nodes.
+    pub fn unsuspend(&mut self, uid: &str) -> Result<Processed, DriverError> {
+        let mut out = Processed::default();
+        if let Some(a) = self.runs.get_mut(uid) {
+            a.run.unsuspend(Utc::now());
             self.settle(uid, &mut out)?;
         }
         Ok(out)
@@ -292,7 +321,18 @@ impl Driver {
                     message: s.message.clone(),
                     progress: s.progress.clone(),
                 };
-                self.store.save_progress(uid, &summary, &nodes)?;
+                match self
+                    .store
+                    .save_progress_as(self.owner.as_deref(), uid, &summary, &nodes)
+                {
+                    Ok(()) => {}
+                    Err(StoreError::LeaseLost { .. }) => {
+                        // Another worker runs it now: stop at once, write nothing more.
+                        self.abandon(uid);
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 out.changed.push((uid.to_string(), nodes));
             }
             let mut actions = Vec::new();

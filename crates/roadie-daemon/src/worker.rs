@@ -1,8 +1,31 @@
 //! A worker process: claims workflows from the profile's queue and runs many
-//! at once in one driver loop. (Being written by the lead; the supervisor
-//! starts it as `roadie daemon worker --index N`.)
+//! at once in one driver loop.
+//!
+//! - Claims carry a lease, renewed by a heartbeat; a workflow whose lease
+//!   another worker took is dropped at once, so no workflow ever runs on two
+//!   workers.
+//! - The capacity bounds the steps running at once, not the workflows held: a
+//!   suspended workflow, or one waiting on a timer, holds no slot.
+//! - A new submission wakes workers through a file-system event on the
+//!   profile's `queue.wake` file; a slow tick covers leases that expire and
+//!   other machines sharing a PostgreSQL store.
+//! - On SIGTERM (from `roadie daemon stop`, or because the supervisor died,
+//!   through the death signal it set) the worker stops its steps and hands
+//!   its workflows back to the queue. Their stored node trees are where the
+//!   next worker resumes.
 
-use roadie_store::Profile;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use roadie_engine::{RunOptions, StopMode, WorkflowRun};
+use roadie_spec::{WorkflowPhase, WorkflowStatus};
+use roadie_store::{Profile, Store, StoredWorkflow, WorkflowStatusSummary};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::driver::{Driver, Processed};
 
 /// Options of one worker process.
 #[derive(Debug, Clone)]
@@ -15,8 +38,250 @@ pub struct WorkerOptions {
     pub max_steps: usize,
 }
 
-/// Runs a worker until the supervisor asks it to stop (SIGTERM) or dies.
-pub fn worker_main(profile: &Profile, opts: WorkerOptions) -> anyhow::Result<()> {
-    let _ = (profile, opts);
-    anyhow::bail!("worker not implemented yet")
+/// How long a claim lasts without a heartbeat.
+pub const LEASE: Duration = Duration::from_secs(30);
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// Fallback for what no local event announces (expired leases, other machines).
+const SLOW_TICK: Duration = Duration::from_secs(2);
+/// Grace for steps when a worker hands its workflows back.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The file whose changes wake workers: `roadie submit` and the commands
+/// to running workflows touch it after writing to the store.
+pub fn wake_file(profile: &Profile) -> PathBuf {
+    profile.dir.join("queue.wake")
+}
+
+/// Tell the workers of `profile` that the queue or a command changed.
+pub fn wake_workers(profile: &Profile) {
+    // Best effort: a worker also looks at the queue on its slow tick.
+    let _ = std::fs::write(wake_file(profile), Utc::now().to_rfc3339());
+}
+
+/// The store a profile is configured with: `ROADIE_STORE`, else `store = "..."`
+/// in the profile's config.toml, else the profile's SQLite file.
+pub fn open_store(profile: &Profile) -> Result<Store> {
+    let configured = std::env::var("ROADIE_STORE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| store_from_config(&profile.dir));
+    match configured {
+        Some(url) => Store::open_url(&url).with_context(|| format!("cannot open the store {url}")),
+        None => Store::open_profile(profile).context("cannot open the profile's store"),
+    }
+}
+
+fn store_from_config(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("config.toml")).ok()?;
+    let table: toml::Table = text.parse().ok()?;
+    table.get("store")?.as_str().map(str::to_string)
+}
+
+/// Runs a worker until it is told to stop (SIGTERM) or its supervisor dies.
+pub fn worker_main(profile: &Profile, opts: WorkerOptions) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(profile, opts))
+}
+
+async fn run(profile: &Profile, opts: WorkerOptions) -> Result<()> {
+    let store = Arc::new(open_store(profile)?);
+    let owner = crate::supervisor::worker_owner(std::process::id(), opts.index);
+    if let Err(e) = roadie_runtime::reap_leftovers(&profile.state_dir()) {
+        eprintln!(
+            "worker {}: cannot check for leftover processes: {e}",
+            opts.index
+        );
+    }
+    let mut driver = Driver::new(profile, store.clone(), opts.max_steps)?;
+    driver.set_owner(&owner);
+    let (wake_tx, mut wake_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let wake_path = wake_file(profile);
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == wake_path.file_name())
+        {
+            let _ = wake_tx.send(());
+        }
+    })
+    .context("cannot watch the queue's wake file")?;
+    {
+        use notify::Watcher;
+        watcher
+            .watch(&profile.dir, notify::RecursiveMode::NonRecursive)
+            .context("cannot watch the profile directory")?;
+    }
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let mut slow = tokio::time::interval(SLOW_TICK);
+    let mut worker = Worker {
+        store: store.clone(),
+        owner: owner.clone(),
+    };
+    worker.claim(&mut driver)?;
+    loop {
+        tokio::select! {
+            wake = driver.wait() => {
+                let processed = driver.process(wake?)?;
+                worker.finished(&processed)?;
+                worker.claim(&mut driver)?;
+            }
+            Some(()) = wake_rx.recv() => {
+                while wake_rx.try_recv().is_ok() {}
+                worker.commands(&mut driver)?;
+                worker.claim(&mut driver)?;
+            }
+            _ = slow.tick() => {
+                if !supervisor_alive(opts.supervisor_pid) {
+                    eprintln!("worker {}: supervisor {} is gone; handing workflows back", opts.index, opts.supervisor_pid);
+                    break;
+                }
+                worker.commands(&mut driver)?;
+                worker.claim(&mut driver)?;
+            }
+            _ = heartbeat.tick() => {
+                let lost = store.heartbeat(&owner, LEASE, Utc::now())?;
+                for uid in lost {
+                    eprintln!("worker {}: lost the lease of {uid}; dropping it", opts.index);
+                    driver.abandon(&uid);
+                }
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+    // Hand back: stop the steps (their exits are not recorded: the next
+    // worker re-runs them from the stored tree), then release the claims.
+    let uids = driver.uids();
+    driver.kill_all_steps(STOP_GRACE).await;
+    store.release_workflows(&owner, &uids)?;
+    drop(watcher);
+    Ok(())
+}
+
+fn supervisor_alive(pid: u32) -> bool {
+    // The death signal covers the usual case; this covers a supervisor that
+    // died while the worker was starting.
+    pid == 0
+        || std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && std::os::unix::process::parent_id() == pid
+}
+
+struct Worker {
+    store: Arc<Store>,
+    owner: String,
+}
+
+impl Worker {
+    /// Claim as many workflows as there are free step slots.
+    fn claim(&mut self, driver: &mut Driver) -> Result<()> {
+        let free = driver.capacity().saturating_sub(driver.load());
+        if free == 0 {
+            return Ok(());
+        }
+        let claimed = self
+            .store
+            .claim_workflows(&self.owner, free.min(64), LEASE, Utc::now())?;
+        for w in claimed {
+            self.start(driver, w)?;
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, driver: &mut Driver, w: StoredWorkflow) -> Result<()> {
+        let now = Utc::now();
+        let opts = RunOptions {
+            name: Some(w.name.clone()),
+            uid: w.uid.clone(),
+            parameters: w.parameters.clone().into_iter().collect(),
+        };
+        let run = if w.status.nodes.is_empty() {
+            WorkflowRun::new(w.manifest.clone(), opts, now)
+        } else {
+            WorkflowRun::resume(w.manifest.clone(), opts, w.status.clone(), now)
+        };
+        match run {
+            Ok(run) => {
+                let processed = driver.add(&w.uid, run)?;
+                self.finished(&processed)?;
+            }
+            Err(e) => {
+                // The workflow cannot run at all: record why, and take it off the queue.
+                let status = WorkflowStatus {
+                    phase: WorkflowPhase::Error,
+                    started_at: Some(now),
+                    finished_at: Some(now),
+                    message: Some(e.to_string()),
+                    ..Default::default()
+                };
+                self.store.save_progress_as(
+                    Some(&self.owner),
+                    &w.uid,
+                    &WorkflowStatusSummary::from(&status),
+                    &[],
+                )?;
+                self.store.complete_workflow_as(Some(&self.owner), &w.uid)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finished(&mut self, processed: &Processed) -> Result<()> {
+        for (uid, _) in &processed.finished {
+            match self.store.complete_workflow_as(Some(&self.owner), uid) {
+                Ok(()) | Err(roadie_store::StoreError::LeaseLost { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Commands from the CLI to the workflows this worker runs.
+    fn commands(&mut self, driver: &mut Driver) -> Result<()> {
+        for uid in driver.uids() {
+            for cmd in self.store.take_commands(&uid)? {
+                let action = cmd.get("action").and_then(|a| a.as_str()).unwrap_or("");
+                let message = cmd.get("message").and_then(|m| m.as_str()).unwrap_or("");
+                let node = cmd.get("node").and_then(|n| n.as_str());
+                let processed = match action {
+                    "stop" => driver.stop(
+                        &uid,
+                        StopMode::Stop,
+                        if message.is_empty() {
+                            "Stopped by user"
+                        } else {
+                            message
+                        },
+                    )?,
+                    "terminate" => driver.stop(
+                        &uid,
+                        StopMode::Terminate,
+                        if message.is_empty() {
+                            "Terminated by user"
+                        } else {
+                            message
+                        },
+                    )?,
+                    "suspend" => driver.suspend(&uid)?,
+                    "resume" => match node {
+                        Some(n) => driver.resume_suspended(&uid, Some(n))?,
+                        None => driver.unsuspend(&uid)?,
+                    },
+                    other => {
+                        eprintln!("worker: ignoring unknown command '{other}' for {uid}");
+                        Processed::default()
+                    }
+                };
+                self.finished(&processed)?;
+            }
+        }
+        Ok(())
+    }
 }

@@ -3,6 +3,7 @@
 
 mod commands;
 mod daemon_cmd;
+mod queue_cmd;
 mod render;
 mod runner;
 
@@ -134,6 +135,77 @@ enum Command {
         after_help = "Examples:\n  roadie daemon start --workers 2\n  roadie daemon status\n  roadie daemon incr 2\n  roadie daemon logs --follow\n  roadie daemon stop"
     )]
     Daemon(daemon_cmd::DaemonArgs),
+    /// Queue a workflow for the daemon's workers (it runs once the daemon runs).
+    #[command(
+        after_help = "Examples:\n  roadie submit workflow.yaml -p message=hi\n  roadie submit workflow.yaml --wait\n  roadie submit workflow.yaml --watch\n  for i in $(seq 100); do roadie submit sim.yaml -p seed=$i; done\n\nExit status with --wait/--watch: 0 if the workflow Succeeded, 1 otherwise; 2 on bad input."
+    )]
+    Submit {
+        /// Workflow file (YAML or JSON, kind: Workflow).
+        file: String,
+        /// Set a workflow parameter; repeatable.
+        #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
+        parameters: Vec<String>,
+        /// Name of the workflow (default: metadata.name, or generateName plus 5 random characters).
+        #[arg(long)]
+        name: Option<String>,
+        /// Show the node tree live until the workflow ends.
+        #[arg(long, conflicts_with = "wait")]
+        watch: bool,
+        /// Return once the workflow ends; the exit status tells how.
+        #[arg(long)]
+        wait: bool,
+        #[arg(short = 'o', long = "output", value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Wait for workflows to end; exit 0 only if all Succeeded.
+    #[command(
+        after_help = "Examples:\n  roadie wait my-wf-x7k2p\n  roadie wait $(roadie submit wf.yaml)"
+    )]
+    Wait {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Stop running workflows: steps get SIGTERM, exit handlers still run.
+    #[command(after_help = "Examples:\n  roadie stop my-wf-x7k2p")]
+    Stop {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Terminate running workflows: like stop, without exit handlers.
+    #[command(after_help = "Examples:\n  roadie terminate my-wf-x7k2p")]
+    Terminate {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Suspend workflows: running steps go on, no new step starts.
+    #[command(after_help = "Examples:\n  roadie suspend my-wf-x7k2p\n  roadie resume my-wf-x7k2p")]
+    Suspend {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Resume suspended workflows, or one suspend node with --node.
+    #[command(
+        after_help = "Examples:\n  roadie resume my-wf-x7k2p\n  roadie resume my-wf-x7k2p --node approve"
+    )]
+    Resume {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Only this suspend node (display name, node name or ID).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Re-run the failed steps of Failed/Error workflows (and the daemons they need).
+    #[command(after_help = "Examples:\n  roadie retry my-wf-x7k2p")]
+    Retry {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Submit finished workflows again, as new workflows.
+    #[command(after_help = "Examples:\n  roadie resubmit my-wf-x7k2p")]
+    Resubmit {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 /// Lints a workflow file, checking expr-lang expressions too.
@@ -149,6 +221,13 @@ pub fn lint_file(src: &str, file: &str) -> Vec<roadie_spec::Diagnostic> {
 }
 
 fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when the reader of our
+    // output goes away (`roadie list | head`) instead of failing on EPIPE.
+    // SAFETY: setting a signal disposition to its default at start-up,
+    // before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let profile = cli.profile.clone();
     let result = match cli.command {
@@ -174,6 +253,35 @@ fn main() -> ExitCode {
             commands::delete(profile.as_deref(), &names, completed)
         }
         Command::Daemon(args) => daemon_cmd::run(profile.as_deref(), args),
+        Command::Submit {
+            file,
+            parameters,
+            name,
+            watch,
+            wait,
+            output,
+        } => queue_cmd::submit(
+            profile.as_deref(),
+            &file,
+            &parameters,
+            name,
+            watch,
+            wait,
+            output,
+        ),
+        Command::Wait { names } => queue_cmd::wait(profile.as_deref(), &names),
+        Command::Stop { names } => queue_cmd::command(profile.as_deref(), &names, "stop", None),
+        Command::Terminate { names } => {
+            queue_cmd::command(profile.as_deref(), &names, "terminate", None)
+        }
+        Command::Suspend { names } => {
+            queue_cmd::command(profile.as_deref(), &names, "suspend", None)
+        }
+        Command::Resume { names, node } => {
+            queue_cmd::command(profile.as_deref(), &names, "resume", node.as_deref())
+        }
+        Command::Retry { names } => queue_cmd::retry(profile.as_deref(), &names),
+        Command::Resubmit { names } => queue_cmd::resubmit(profile.as_deref(), &names),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -76,7 +76,7 @@ pub fn run_command(
 }
 
 /// A name from `generateName`: Argo appends 5 random lowercase alphanumerics.
-fn generated_name(prefix: &str) -> String {
+pub fn generated_name(prefix: &str) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4().into_bytes();
     let suffix: String = bytes
