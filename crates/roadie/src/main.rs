@@ -3,6 +3,7 @@
 
 mod commands;
 mod daemon_cmd;
+mod orphans;
 mod queue_cmd;
 mod render;
 mod runner;

@@ -147,11 +147,25 @@ async fn drive(
             return Ok(None);
         }
     };
+    match crate::orphans::mark_dead_runs(&store) {
+        Ok(marked) if !marked.is_empty() => eprintln!(
+            "note: marked {} run(s) of roadie processes that died as Failed: {}",
+            marked.len(),
+            marked.join(", ")
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: could not check for runs of dead roadie processes: {e}"),
+    }
+    let mut manifest = wf;
+    manifest.metadata.annotations.insert(
+        crate::orphans::DRIVER_ANNOTATION.into(),
+        crate::orphans::this_driver(),
+    );
     store.create_workflow(&NewWorkflow {
         uid: uid.clone(),
         name: name.clone(),
-        namespace: wf.metadata.namespace.clone(),
-        manifest: wf,
+        namespace: manifest.metadata.namespace.clone(),
+        manifest,
         parameters: params.into_iter().collect::<BTreeMap<_, _>>(),
         created_at: now,
     })?;
