@@ -57,6 +57,15 @@ pub enum StoreError {
     /// within a profile, as they are within a Kubernetes namespace.
     #[error("workflow {name:?} already exists in {}", db.display())]
     AlreadyExists { name: String, db: PathBuf },
+    /// A WorkflowTemplate or ClusterWorkflowTemplate with this name is
+    /// already stored (`roadie template create` does not replace, as `argo
+    /// template create` does not): delete it first.
+    #[error("{kind} {name:?} already exists in {}", db.display())]
+    TemplateExists {
+        kind: String,
+        name: String,
+        db: PathBuf,
+    },
     /// A stored record could not be read back (bad JSON, bad timestamp, unknown
     /// phase). The database file is readable, but this record is not.
     #[error("{}: corrupt record: {what}", db.display())]

@@ -108,6 +108,7 @@ mod pg;
 pub mod pgtest;
 mod profile;
 mod sqlite;
+mod templates;
 
 use std::path::Path;
 use std::time::Duration;
@@ -120,6 +121,7 @@ pub use model::{
 pub use profile::{
     DEFAULT_PROFILE, MAX_PROFILE_NAME_LEN, Profile, ProfileEnv, validate_profile_name,
 };
+pub use templates::{StoredTemplate, TemplateKind};
 
 use roadie_spec::{NodeStatus, Time, WorkflowStatus};
 
@@ -432,6 +434,37 @@ impl Store {
     /// command is returned by exactly one call.
     pub fn take_commands(&self, uid: &str) -> Result<Vec<serde_json::Value>, StoreError> {
         dispatch!(self.take_commands(uid))
+    }
+
+    /// Stores a WorkflowTemplate or ClusterWorkflowTemplate under
+    /// (`rec.kind`, `rec.name`). `TemplateExists` if one is already stored.
+    pub fn create_template(&self, rec: &StoredTemplate) -> Result<(), StoreError> {
+        dispatch!(self.create_template(rec))
+    }
+
+    /// Stored templates of one kind (or both), cluster-scoped first, then by name.
+    pub fn list_templates(
+        &self,
+        kind: Option<TemplateKind>,
+    ) -> Result<Vec<StoredTemplate>, StoreError> {
+        dispatch!(self.list_templates(kind))
+    }
+
+    /// One stored template, if there is one.
+    pub fn get_template(
+        &self,
+        kind: TemplateKind,
+        name: &str,
+    ) -> Result<Option<StoredTemplate>, StoreError> {
+        Ok(self
+            .list_templates(Some(kind))?
+            .into_iter()
+            .find(|t| t.name == name))
+    }
+
+    /// Deletes a stored template; `false` if there was none.
+    pub fn delete_template(&self, kind: TemplateKind, name: &str) -> Result<bool, StoreError> {
+        dispatch!(self.delete_template(kind, name))
     }
 }
 

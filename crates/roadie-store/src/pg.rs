@@ -106,6 +106,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX commands_workflow ON commands (workflow_uid, id);
     "#,
+    // 3: WorkflowTemplates and ClusterWorkflowTemplates.
+    r#"
+    CREATE TABLE templates (
+        kind        TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        manifest    TEXT NOT NULL,
+        created_at  TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (kind, name)
+    );
+    "#,
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -1182,6 +1192,92 @@ impl PgStore {
             .collect();
         tx.commit().ctx(db, ctx)?;
         decode_commands(db, uid, raw)
+    }
+}
+
+/// WorkflowTemplates and ClusterWorkflowTemplates (`templates` table).
+impl PgStore {
+    pub(crate) fn create_template(&self, rec: &crate::StoredTemplate) -> Result<(), StoreError> {
+        let db = self.shown.as_path();
+        let manifest = codec::encode(db, &rec.manifest, || {
+            format!("{} {}", rec.kind.as_str(), rec.name)
+        })?;
+        let ctx = || format!("storing {} {:?}", rec.kind.as_str(), rec.name);
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        let insert = prep(
+            &mut tx,
+            statements,
+            "INSERT INTO templates (kind, name, manifest, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (kind, name) DO NOTHING",
+            db,
+        )?;
+        let kind = rec.kind.as_str();
+        let n = tx
+            .execute(
+                &insert,
+                &[&kind, &rec.name, &manifest, &time_to_sql(&rec.created_at)],
+            )
+            .ctx(db, ctx)?;
+        if n == 0 {
+            return Err(StoreError::TemplateExists {
+                kind: kind.to_string(),
+                name: rec.name.clone(),
+                db: db.to_path_buf(),
+            });
+        }
+        tx.commit().ctx(db, ctx)
+    }
+
+    pub(crate) fn list_templates(
+        &self,
+        kind: Option<crate::TemplateKind>,
+    ) -> Result<Vec<crate::StoredTemplate>, StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || "listing templates".to_string();
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        let select = prep(
+            &mut tx,
+            statements,
+            "SELECT kind, name, manifest, created_at FROM templates \
+             WHERE $1::TEXT IS NULL OR kind = $1 ORDER BY kind DESC, name COLLATE \"C\"",
+            db,
+        )?;
+        let kind = kind.map(|k| k.as_str().to_string());
+        let rows: Vec<(String, String, String, String)> = tx
+            .query(&select, &[&kind])
+            .ctx(db, ctx)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        tx.commit().ctx(db, ctx)?;
+        rows.into_iter()
+            .map(|(k, n, m, c)| crate::templates::decode(db, &k, n, &m, &c))
+            .collect()
+    }
+
+    pub(crate) fn delete_template(
+        &self,
+        kind: crate::TemplateKind,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || format!("deleting {} {name:?}", kind.as_str());
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        let delete = prep(
+            &mut tx,
+            statements,
+            "DELETE FROM templates WHERE kind = $1 AND name = $2",
+            db,
+        )?;
+        let n = tx.execute(&delete, &[&kind.as_str(), &name]).ctx(db, ctx)?;
+        tx.commit().ctx(db, ctx)?;
+        Ok(n > 0)
     }
 }
 

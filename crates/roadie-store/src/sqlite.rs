@@ -118,6 +118,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX commands_workflow ON commands (workflow_uid, id);
     "#,
+    // 3: WorkflowTemplates and ClusterWorkflowTemplates (`roadie template`,
+    // `roadie cluster-template`), one namespace per profile as with workflows.
+    r#"
+    CREATE TABLE templates (
+        kind        TEXT NOT NULL,             -- 'WorkflowTemplate' | 'ClusterWorkflowTemplate'
+        name        TEXT NOT NULL,
+        manifest    TEXT NOT NULL,             -- roadie_spec::Workflow as JSON
+        created_at  TEXT NOT NULL,             -- RFC 3339, UTC, fixed width
+        PRIMARY KEY (kind, name)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes and understands.
@@ -1146,5 +1157,85 @@ impl SummaryRow {
             progress: r.progress,
             message: r.message,
         })
+    }
+}
+
+/// WorkflowTemplates and ClusterWorkflowTemplates (`templates` table).
+impl SqliteStore {
+    pub(crate) fn create_template(&self, rec: &crate::StoredTemplate) -> Result<(), StoreError> {
+        let db = self.path.as_path();
+        let manifest = codec::encode(db, &rec.manifest, || {
+            format!("{} {}", rec.kind.as_str(), rec.name)
+        })?;
+        let ctx = || format!("storing {} {:?}", rec.kind.as_str(), rec.name);
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(db, ctx)?;
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM templates WHERE kind = ?1 AND name = ?2")
+            .ctx(db, ctx)?
+            .exists(params![rec.kind.as_str(), rec.name])
+            .ctx(db, ctx)?;
+        if exists {
+            return Err(StoreError::TemplateExists {
+                kind: rec.kind.as_str().to_string(),
+                name: rec.name.clone(),
+                db: db.to_path_buf(),
+            });
+        }
+        tx.prepare_cached(
+            "INSERT INTO templates (kind, name, manifest, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .ctx(db, ctx)?
+        .execute(params![
+            rec.kind.as_str(),
+            rec.name,
+            manifest,
+            time_to_sql(&rec.created_at)
+        ])
+        .ctx(db, ctx)?;
+        tx.commit().ctx(db, ctx)
+    }
+
+    pub(crate) fn list_templates(
+        &self,
+        kind: Option<crate::TemplateKind>,
+    ) -> Result<Vec<crate::StoredTemplate>, StoreError> {
+        let db = self.path.as_path();
+        let ctx = || "listing templates".to_string();
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT kind, name, manifest, created_at FROM templates \
+                 WHERE ?1 IS NULL OR kind = ?1 ORDER BY kind DESC, name",
+            )
+            .ctx(db, ctx)?;
+        let rows: Vec<(String, String, String, String)> = stmt
+            .query_map(params![kind.map(|k| k.as_str())], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .ctx(db, ctx)?
+            .collect::<rusqlite::Result<_>>()
+            .ctx(db, ctx)?;
+        rows.into_iter()
+            .map(|(k, n, m, c)| crate::templates::decode(db, &k, n, &m, &c))
+            .collect()
+    }
+
+    pub(crate) fn delete_template(
+        &self,
+        kind: crate::TemplateKind,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let db = self.path.as_path();
+        let ctx = || format!("deleting {} {name:?}", kind.as_str());
+        let conn = self.conn();
+        let n = conn
+            .prepare_cached("DELETE FROM templates WHERE kind = ?1 AND name = ?2")
+            .ctx(db, ctx)?
+            .execute(params![kind.as_str(), name])
+            .ctx(db, ctx)?;
+        Ok(n > 0)
     }
 }
