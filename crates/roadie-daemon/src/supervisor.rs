@@ -531,10 +531,9 @@ impl StoreThread {
                 let mut warned = false;
                 for job in rx {
                     if store.is_none() {
-                        // INTEGRATION: open the store the workers use
-                        // (`worker::open_store`: ROADIE_STORE, the profile's
-                        // config, else its SQLite file) once it is in.
-                        match roadie_store::Store::open_profile(&profile) {
+                        // The store the workers use: ROADIE_STORE, the
+                        // profile's config, else its SQLite file.
+                        match crate::worker::open_store(&profile) {
                             Ok(s) => {
                                 if let Ok(mut l) = shown.lock() {
                                     *l = Some(s.path().display().to_string());
@@ -542,7 +541,7 @@ impl StoreThread {
                                 store = Some(s);
                             }
                             Err(e) if !warned => {
-                                log(format_args!("cannot open the store: {e}"));
+                                log(format_args!("cannot open the store: {e:#}"));
                                 warned = true;
                             }
                             Err(_) => {}

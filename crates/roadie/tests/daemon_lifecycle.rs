@@ -29,6 +29,11 @@ impl Daemon {
         Daemon { env }
     }
 
+    /// With the real worker instead of the stand-in.
+    fn real() -> Daemon {
+        Daemon { env: Env::new() }
+    }
+
     fn profile_dir(&self) -> PathBuf {
         self.env.home.path().join("profiles/default")
     }
@@ -465,4 +470,29 @@ fn logs_follow_prints_new_lines() {
     .unwrap_or_else(|| panic!("new lines not followed: {}", follow.stdout_so_far()));
     drop(follow);
     d.roadie(&["daemon", "stop"]).expect_code(0);
+}
+
+/// The real worker (`roadie_daemon::worker`), not the stand-in: it comes
+/// up, stops on `daemon stop`, and exits by itself when its supervisor is
+/// killed.
+#[test]
+fn real_workers_start_stop_and_follow_a_killed_supervisor() {
+    let d = Daemon::real();
+    d.roadie(&["daemon", "start", "-n", "2"]).expect_code(0);
+    let s = d.running_status();
+    assert_eq!(states(&s), ["up", "up"]);
+    let workers = worker_pids(&s);
+    assert!(workers.iter().all(|p| pid_alive(*p)));
+    d.roadie(&["daemon", "stop"]).expect_code(0);
+    for pid in &workers {
+        assert!(!pid_alive(*pid), "worker {pid} outlived `daemon stop`");
+    }
+
+    d.roadie(&["daemon", "start", "-n", "2"]).expect_code(0);
+    let s = d.running_status();
+    let sup = s["pid"].as_u64().expect("pid") as u32;
+    let workers = worker_pids(&s);
+    kill(sup, "KILL");
+    wait_gone(&workers, Duration::from_secs(20));
+    assert!(d.status().is_none());
 }
