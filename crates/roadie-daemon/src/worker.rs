@@ -201,6 +201,8 @@ impl Worker {
             name: Some(w.name.clone()),
             uid: w.uid.clone(),
             parameters: w.parameters.clone().into_iter().collect(),
+            // WorkflowTemplates as stored now: templateRef resolves against them.
+            library: self.store.template_library()?,
         };
         let run = if w.status.nodes.is_empty() {
             WorkflowRun::new(w.manifest.clone(), opts, now)

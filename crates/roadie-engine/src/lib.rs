@@ -29,8 +29,10 @@
 //! outliving the workflow, retried when they exit by themselves).
 
 mod ids;
+mod library;
 mod run;
 mod scope;
 
 pub use ids::node_id;
+pub use library::{apply_workflow_template_ref, resolve_ref};
 pub use run::*;

@@ -36,6 +36,10 @@ pub struct RunOptions {
     pub uid: String,
     /// `-p name=value` overrides of `spec.arguments.parameters`.
     pub parameters: Vec<(String, String)>,
+    /// Stored WorkflowTemplates and ClusterWorkflowTemplates (told apart by
+    /// `kind`) that `templateRef` and `spec.workflowTemplateRef` may name;
+    /// the driver loads them, the engine only looks them up.
+    pub library: Vec<Workflow>,
 }
 
 /// A process the driver must start for a pod node.
@@ -136,6 +140,9 @@ pub enum EngineError {
         "parameter '{name}' is not declared in spec.arguments.parameters (declared: {declared})"
     )]
     UnknownParameter { name: String, declared: String },
+    /// `spec.workflowTemplateRef` names a template that is not in the library.
+    #[error("{0}")]
+    WorkflowTemplate(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +211,8 @@ pub struct WorkflowRun {
     workflow_params: Vec<Parameter>,
     grace_default: i64,
     workflow_changed: bool,
+    /// WorkflowTemplates for `templateRef` (see [`RunOptions::library`]).
+    library: Vec<Workflow>,
 }
 
 impl WorkflowRun {
@@ -216,6 +225,8 @@ impl WorkflowRun {
     }
 
     fn new_inner(wf: Workflow, opts: RunOptions, now: Time) -> Result<Self, EngineError> {
+        let wf = crate::library::apply_workflow_template_ref(wf, &opts.library)
+            .map_err(EngineError::WorkflowTemplate)?;
         let name = opts
             .name
             .clone()
@@ -325,6 +336,7 @@ impl WorkflowRun {
             workflow_params: Vec::new(),
             grace_default,
             workflow_changed: true,
+            library: opts.library.clone(),
         };
         run.workflow_params = params;
         Ok(run)
@@ -2464,10 +2476,14 @@ impl WorkflowRun {
                 None => return StepPrep::Error(format!("template '{name}' not found")),
             }
         } else if let Some(r) = &step.template_ref {
-            return StepPrep::Error(format!(
-                "templateRef {}/{}: WorkflowTemplates are not available to `roadie run` yet",
-                r.name, r.template
-            ));
+            match crate::library::resolve_ref(
+                &self.library,
+                r,
+                self.wf.spec.template_defaults.as_deref(),
+            ) {
+                Ok(t) => Arc::new(t),
+                Err(e) => return StepPrep::Error(e),
+            }
         } else {
             return StepPrep::Error(format!("step '{}' names no template", step.name));
         };
@@ -2953,7 +2969,7 @@ fn build_launch(id: &str, name: &str, t: &Template) -> Result<StepLaunch, String
 }
 
 /// `templateDefaults` fill what a template leaves unset (a shallow merge, as Argo does for top-level fields).
-fn apply_defaults(t: &Template, defaults: Option<&Template>) -> Template {
+pub(crate) fn apply_defaults(t: &Template, defaults: Option<&Template>) -> Template {
     let Some(d) = defaults else { return t.clone() };
     let (Ok(serde_json::Value::Object(mut base)), Ok(serde_json::Value::Object(over))) =
         (serde_json::to_value(d), serde_json::to_value(t))

@@ -1051,6 +1051,7 @@ spec:
             name: Some("wf-abc".into()),
             uid: "u1".into(),
             parameters: vec![("msg".into(), "yo".into())],
+            ..Default::default()
         },
     );
     assert_eq!(s.launched[0].argv, vec!["echo", "yo yo wf-abc u1"]);

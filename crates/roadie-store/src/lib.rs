@@ -462,6 +462,21 @@ impl Store {
             .find(|t| t.name == name))
     }
 
+    /// Every stored template's manifest with its `kind` set from the store,
+    /// as the engine takes them (`roadie_engine::RunOptions::library`).
+    pub fn template_library(&self) -> Result<Vec<roadie_spec::Workflow>, StoreError> {
+        Ok(self
+            .list_templates(None)?
+            .into_iter()
+            .map(|t| {
+                let mut m = t.manifest;
+                m.kind = t.kind.as_str().to_string();
+                m.metadata.name = Some(t.name);
+                m
+            })
+            .collect())
+    }
+
     /// Deletes a stored template; `false` if there was none.
     pub fn delete_template(&self, kind: TemplateKind, name: &str) -> Result<bool, StoreError> {
         dispatch!(self.delete_template(kind, name))

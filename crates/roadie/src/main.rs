@@ -7,6 +7,7 @@ mod orphans;
 mod queue_cmd;
 mod render;
 mod runner;
+mod template_cmd;
 
 use std::process::ExitCode;
 
@@ -207,6 +208,18 @@ enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Store, list, show and delete WorkflowTemplates (used by templateRef and workflowTemplateRef).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  roadie template create print-message.yaml\n  roadie template list\n  roadie template get print-message -o json\n  roadie template delete print-message"
+    )]
+    Template(template_cmd::TemplateCommand),
+    /// Store, list, show and delete ClusterWorkflowTemplates (templateRef with clusterScope: true).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  roadie cluster-template create print-message.yaml\n  roadie cluster-template list"
+    )]
+    ClusterTemplate(template_cmd::TemplateCommand),
 }
 
 /// Lints a workflow file, checking expr-lang expressions too.
@@ -283,6 +296,16 @@ fn main() -> ExitCode {
         }
         Command::Retry { names } => queue_cmd::retry(profile.as_deref(), &names),
         Command::Resubmit { names } => queue_cmd::resubmit(profile.as_deref(), &names),
+        Command::Template(cmd) => template_cmd::run(
+            profile.as_deref(),
+            roadie_store::TemplateKind::WorkflowTemplate,
+            cmd,
+        ),
+        Command::ClusterTemplate(cmd) => template_cmd::run(
+            profile.as_deref(),
+            roadie_store::TemplateKind::ClusterWorkflowTemplate,
+            cmd,
+        ),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -86,16 +86,17 @@ pub fn submit(
     };
     // Validate now (entrypoint, parameters), so a bad submission fails here, not in a worker.
     let uid = uuid::Uuid::new_v4().to_string();
+    let (profile, store) = open(profile)?;
     let check = roadie_engine::RunOptions {
         name: Some(name.clone()),
         uid: uid.clone(),
         parameters: params.clone().into_iter().collect(),
+        library: store.template_library()?,
     };
     if let Err(e) = WorkflowRun::new(wf.clone(), check, Utc::now()) {
         eprintln!("error: {e}");
         return Ok(EXIT_USAGE);
     }
-    let (profile, store) = open(profile)?;
     store.submit_workflow(&NewWorkflow {
         uid: uid.clone(),
         name: name.clone(),

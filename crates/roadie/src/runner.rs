@@ -138,6 +138,7 @@ async fn drive(
             name: Some(name.clone()),
             uid: uid.clone(),
             parameters: params.clone(),
+            library: store.template_library()?,
         },
         now,
     ) {

@@ -1,0 +1,358 @@
+//! Argo features beyond scheduling, driven like rules.rs (events, an
+//! injected clock, no processes): WorkflowTemplates through `templateRef` and
+//! `workflowTemplateRef`, image entrypoints, suspend outputs, global outputs.
+#![allow(dead_code)] // the Sim harness is shared with rules.rs in shape
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use roadie_engine::{Action, Event, RunOptions, StepExit, StepLaunch, StepSignal, WorkflowRun};
+use roadie_spec::{NodePhase, NodeStatus, WorkflowPhase};
+
+struct Sim {
+    run: WorkflowRun,
+    now: DateTime<Utc>,
+    /// Launches asked for and not yet reported as started.
+    launched: Vec<StepLaunch>,
+    probes: Vec<String>,
+    signals: Vec<(String, StepSignal)>,
+}
+
+impl Sim {
+    fn new(yaml: &str) -> Sim {
+        Sim::with(
+            yaml,
+            RunOptions {
+                uid: "uid-1".into(),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn with(yaml: &str, opts: RunOptions) -> Sim {
+        let wf = roadie_spec::parse_workflow(yaml, "test.yaml").expect("test workflow parses");
+        let now = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .expect("valid time");
+        let run = WorkflowRun::new(wf, opts, now).expect("workflow starts");
+        let mut sim = Sim {
+            run,
+            now,
+            launched: vec![],
+            probes: vec![],
+            signals: vec![],
+        };
+        sim.drain();
+        sim
+    }
+
+    fn drain(&mut self) {
+        while let Some(a) = self.run.poll_action() {
+            match a {
+                Action::StartStep(l) => self.launched.push(l),
+                Action::Probe { node, .. } => self.probes.push(node),
+                Action::Signal { node, signal } => self.signals.push((node, signal)),
+            }
+        }
+    }
+
+    fn id(&self, name_suffix: &str) -> String {
+        self.node(name_suffix).id.clone()
+    }
+
+    /// The node whose name ends with `suffix` (e.g. `[0].influx` or `.influx(1)`).
+    fn node(&self, suffix: &str) -> &NodeStatus {
+        let mut found: Vec<&NodeStatus> = self
+            .run
+            .status()
+            .nodes
+            .values()
+            .filter(|n| n.name.ends_with(suffix))
+            .collect();
+        found.sort_by_key(|n| n.name.len());
+        found
+            .first()
+            .copied()
+            .unwrap_or_else(|| panic!("no node named *{suffix}; nodes: {:?}", self.names()))
+    }
+
+    fn has(&self, suffix: &str) -> bool {
+        self.run
+            .status()
+            .nodes
+            .values()
+            .any(|n| n.name.ends_with(suffix))
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.run
+            .status()
+            .nodes
+            .values()
+            .map(|n| format!("{} {}", n.name, n.phase))
+            .collect()
+    }
+
+    fn launched_names(&self) -> Vec<String> {
+        self.launched.iter().map(|l| l.name.clone()).collect()
+    }
+
+    fn take_launch(&mut self, suffix: &str) -> StepLaunch {
+        let i = self
+            .launched
+            .iter()
+            .position(|l| l.name.ends_with(suffix))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no launch of *{suffix}; launched: {:?}",
+                    self.launched_names()
+                )
+            });
+        self.launched.remove(i)
+    }
+
+    fn event(&mut self, e: Event) {
+        self.run.handle(self.now, e);
+        self.drain();
+    }
+
+    /// Start the launched step named *suffix.
+    fn start(&mut self, suffix: &str) -> String {
+        let l = self.take_launch(suffix);
+        self.event(Event::StepStarted {
+            node: l.node.clone(),
+            ip: "127.0.0.1".into(),
+        });
+        l.node
+    }
+
+    fn exit(&mut self, suffix: &str, code: i32, stdout: &str) {
+        let id = self.id(suffix);
+        self.exit_id(&id, code, stdout);
+    }
+
+    fn exit_id(&mut self, id: &str, code: i32, stdout: &str) {
+        self.event(Event::StepExited {
+            node: id.to_string(),
+            exit: StepExit {
+                code: Some(code),
+                stdout: stdout.into(),
+                ..Default::default()
+            },
+        });
+    }
+
+    /// Start then exit.
+    fn run_step(&mut self, suffix: &str, code: i32, stdout: &str) {
+        self.start(suffix);
+        self.exit(suffix, code, stdout);
+    }
+
+    fn advance(&mut self, secs: i64) {
+        self.now += Duration::seconds(secs);
+        self.run.handle_timeout(self.now);
+        self.drain();
+    }
+
+    fn probe(&mut self, suffix: &str, ok: bool) {
+        let id = self.id(suffix);
+        let i = self
+            .probes
+            .iter()
+            .position(|p| *p == id)
+            .unwrap_or_else(|| panic!("no probe asked for {suffix}: {:?}", self.probes));
+        self.probes.remove(i);
+        self.event(Event::ProbeResult {
+            node: id,
+            ok,
+            message: String::new(),
+        });
+    }
+
+    fn take_signals(&mut self) -> Vec<(String, StepSignal)> {
+        std::mem::take(&mut self.signals)
+    }
+
+    fn phase(&self) -> WorkflowPhase {
+        self.run.status().phase
+    }
+}
+
+fn library(docs: &[&str]) -> Vec<roadie_spec::Workflow> {
+    docs.iter()
+        .map(|d| roadie_spec::parse_workflow(d, "library.yaml").expect("template parses"))
+        .collect()
+}
+
+fn with_library(yaml: &str, docs: &[&str]) -> Sim {
+    Sim::with(
+        yaml,
+        RunOptions {
+            uid: "uid-1".into(),
+            library: library(docs),
+            ..Default::default()
+        },
+    )
+}
+
+const PRINT_MESSAGE: &str = r#"
+kind: WorkflowTemplate
+metadata: {name: print}
+spec:
+  entrypoint: print-message
+  arguments:
+    parameters: [{name: message, value: from-template}, {name: extra, value: kept}]
+  templates:
+  - name: print-message
+    inputs: {parameters: [{name: message}]}
+    container: {image: busybox, command: [echo, "{{inputs.parameters.message}} {{workflow.parameters.extra}}"]}
+"#;
+
+const INNER_STEPS: &str = r#"
+kind: ClusterWorkflowTemplate
+metadata: {name: inner}
+spec:
+  templates:
+  - name: inner-steps
+    inputs: {parameters: [{name: message}]}
+    steps:
+    - - name: nested
+        templateRef: {name: print, template: print-message}
+        arguments: {parameters: [{name: message, value: "nested {{inputs.parameters.message}}"}]}
+      - name: local
+        template: local-echo
+        arguments: {parameters: [{name: message, value: "local {{inputs.parameters.message}}"}]}
+  - name: local-echo
+    inputs: {parameters: [{name: message}]}
+    container: {image: busybox, command: [echo, "{{inputs.parameters.message}}"]}
+"#;
+
+#[test]
+fn template_ref_runs_the_stored_template_with_the_callers_arguments() {
+    let mut s = with_library(
+        r#"
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  arguments: {parameters: [{name: extra, value: caller}]}
+  templates:
+  - name: main
+    steps:
+    - - name: hello
+        templateRef: {name: print, template: print-message}
+        arguments: {parameters: [{name: message, value: hi}]}
+"#,
+        &[PRINT_MESSAGE],
+    );
+    let l = s.take_launch(".hello");
+    // The caller's workflow parameters, not the WorkflowTemplate's.
+    assert_eq!(l.argv, ["echo", "hi caller"]);
+    assert_eq!(l.template, "print-message");
+    s.event(Event::StepStarted {
+        node: l.node.clone(),
+        ip: "127.0.0.1".into(),
+    });
+    s.exit(".hello", 0, "hi");
+    assert_eq!(s.phase(), WorkflowPhase::Succeeded);
+}
+
+#[test]
+fn local_names_inside_a_referenced_template_resolve_in_its_workflow_template() {
+    let mut s = with_library(
+        r#"
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  arguments: {parameters: [{name: extra, value: x}]}
+  templates:
+  - name: main
+    steps:
+    - - name: outer
+        templateRef: {name: inner, template: inner-steps, clusterScope: true}
+        arguments: {parameters: [{name: message, value: m}]}
+  # The workflow's own local-echo must NOT be the one run.
+  - name: local-echo
+    container: {image: busybox, command: [echo, wrong]}
+"#,
+        &[PRINT_MESSAGE, INNER_STEPS],
+    );
+    let nested = s.take_launch(".nested");
+    assert_eq!(nested.argv, ["echo", "nested m x"]);
+    let local = s.take_launch(".local");
+    assert_eq!(local.argv, ["echo", "local m"]);
+    for (l, out) in [(nested, "a"), (local, "b")] {
+        s.event(Event::StepStarted {
+            node: l.node.clone(),
+            ip: "127.0.0.1".into(),
+        });
+        s.exit_id(&l.node, 0, out);
+    }
+    assert_eq!(s.phase(), WorkflowPhase::Succeeded, "{:?}", s.names());
+}
+
+#[test]
+fn template_ref_to_a_missing_template_is_a_node_error_naming_it() {
+    let s = with_library(
+        r#"
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - name: a
+        templateRef: {name: inner, template: inner-steps}
+"#,
+        &[INNER_STEPS],
+    );
+    assert_eq!(s.phase(), WorkflowPhase::Failed);
+    assert_eq!(s.node(".a").phase, NodePhase::Error);
+    let msg = s.node(".a").message.clone().unwrap_or_default();
+    // A ClusterWorkflowTemplate of that name exists: the message says so.
+    assert!(
+        msg.contains("WorkflowTemplate 'inner' is not stored"),
+        "{msg}"
+    );
+    assert!(msg.contains("clusterScope: true"), "{msg}");
+}
+
+#[test]
+fn workflow_template_ref_uses_the_stored_spec_with_the_workflows_arguments() {
+    let mut s = with_library(
+        r#"
+metadata: {name: wf}
+spec:
+  arguments: {parameters: [{name: message, value: from-workflow}]}
+  workflowTemplateRef: {name: print}
+"#,
+        &[PRINT_MESSAGE],
+    );
+    let l = s.take_launch("wf");
+    // entrypoint from the template; message from the workflow; extra kept from the template.
+    assert_eq!(l.argv, ["echo", "from-workflow kept"]);
+    assert_eq!(
+        s.run.workflow().spec.entrypoint.as_deref(),
+        Some("print-message")
+    );
+    s.event(Event::StepStarted {
+        node: l.node.clone(),
+        ip: "127.0.0.1".into(),
+    });
+    s.exit("wf", 0, "");
+    assert_eq!(s.phase(), WorkflowPhase::Succeeded);
+}
+
+#[test]
+fn workflow_template_ref_to_nothing_stored_is_refused() {
+    let wf = roadie_spec::parse_workflow(
+        "metadata: {name: wf}\nspec:\n  workflowTemplateRef: {name: nope, clusterScope: true}\n",
+        "t.yaml",
+    )
+    .expect("parses");
+    let err = WorkflowRun::new(wf, RunOptions::default(), Utc::now())
+        .err()
+        .expect("refused");
+    assert_eq!(
+        err.to_string(),
+        "spec.workflowTemplateRef: ClusterWorkflowTemplate 'nope' is not stored (store it with `roadie cluster-template create FILE`)"
+    );
+}
