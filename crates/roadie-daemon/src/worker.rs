@@ -66,9 +66,36 @@ pub fn open_store(profile: &Profile) -> Result<Store> {
         .filter(|s| !s.is_empty())
         .or_else(|| store_from_config(&profile.dir));
     match configured {
-        Some(url) => Store::open_url(&url).with_context(|| format!("cannot open the store {url}")),
+        Some(url) => Store::open_url(&url)
+            .with_context(|| format!("cannot open the store {}", without_password(&url))),
         None => Store::open_profile(profile).context("cannot open the profile's store"),
     }
+}
+
+/// A store URL fit for messages: `postgres://user:secret@host` becomes `postgres://user:***@host`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// Steps one worker runs at once: `worker_max_steps` in the profile's
+/// config.toml, else `default`.
+pub fn configured_max_steps(profile: &Profile, default: usize) -> usize {
+    std::fs::read_to_string(profile.dir.join("config.toml"))
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("worker_max_steps").and_then(|v| v.as_integer()))
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
 }
 
 fn store_from_config(dir: &Path) -> Option<String> {
@@ -126,7 +153,15 @@ async fn run(profile: &Profile, opts: WorkerOptions) -> Result<()> {
         owner: owner.clone(),
     };
     worker.claim(&mut driver)?;
+    // Tell the supervisor this worker is up, and how many workflows it holds.
+    let reporter = crate::control::WorkerReporter::start(profile.clone(), opts.index);
+    let mut reported = driver.active();
+    reporter.report(reported as u64);
     loop {
+        if driver.active() != reported {
+            reported = driver.active();
+            reporter.report(reported as u64);
+        }
         tokio::select! {
             wake = driver.wait() => {
                 let processed = driver.process(wake?)?;
@@ -285,5 +320,23 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn store_urls_in_messages_hide_the_password() {
+        assert_eq!(
+            without_password("postgres://me:s3cret@db:5432/roadie"),
+            "postgres://me:***@db:5432/roadie"
+        );
+        assert_eq!(
+            without_password("postgres://me@db/roadie"),
+            "postgres://me@db/roadie"
+        );
+        assert_eq!(without_password("/var/lib/roadie.db"), "/var/lib/roadie.db");
     }
 }

@@ -410,7 +410,7 @@ fn worker(profile: &Profile, index: usize, supervisor_pid: u32) -> Result<u8> {
         roadie_daemon::worker::WorkerOptions {
             index,
             supervisor_pid,
-            max_steps: WORKER_MAX_STEPS,
+            max_steps: roadie_daemon::worker::configured_max_steps(profile, WORKER_MAX_STEPS),
         },
     )?;
     Ok(0)
