@@ -29,10 +29,12 @@
 //! outliving the workflow, retried when they exit by themselves).
 
 mod ids;
+mod images;
 mod library;
 mod run;
 mod scope;
 
 pub use ids::node_id;
+pub use images::{ImageDefaults, container_argv, image_defaults};
 pub use library::{apply_workflow_template_ref, resolve_ref};
 pub use run::*;

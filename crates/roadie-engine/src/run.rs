@@ -707,14 +707,10 @@ impl WorkflowRun {
                 self.wake_at(d);
             }
         }
-        // A few passes: a node finishing can let its parent finish in the same call.
-        for _ in 0..4 {
-            let before = self.changed.len() + self.actions.len();
-            self.walk(now);
-            if self.changed.len() + self.actions.len() == before {
-                break;
-            }
-        }
+        // One walk is enough: each drive checks its children right after
+        // driving them, so a finishing node lets its parents finish (and the
+        // next group or task start) within the same walk.
+        self.walk(now);
         self.pod_timers(now);
     }
 
@@ -1424,7 +1420,8 @@ impl WorkflowRun {
         if self.status.nodes[&id].phase.is_completed() {
             return id;
         }
-        let groups = call.template.steps.clone().unwrap_or_default();
+        let tmpl = call.template.clone();
+        let groups: &[Vec<WorkflowStep>] = tmpl.steps.as_deref().unwrap_or(&[]);
         let mut names: HashMap<String, String> = HashMap::new();
         let mut aggregates: HashMap<String, BTreeMap<String, String>> = HashMap::new();
         let mut failure: Option<String> = None;
@@ -1473,6 +1470,14 @@ impl WorkflowRun {
                     break;
                 }
                 Some(Err(msg)) => {
+                    let passed = sg_done_before
+                        && self.status.nodes[&sg_id].phase == NodePhase::Succeeded;
+                    if passed {
+                        // A daemon of a group that already passed failed later:
+                        // the groups after it are not undone; the failure is
+                        // counted once they are (the scan below).
+                        continue;
+                    }
                     if !sg_done_before {
                         self.finish_node(&sg_id, NodePhase::Failed, Some(msg.clone()), now);
                     }
@@ -1931,7 +1936,8 @@ impl WorkflowRun {
         if self.status.nodes[&id].phase.is_completed() {
             return id;
         }
-        let Some(dag) = call.template.dag.clone() else {
+        let tmpl = call.template.clone();
+        let Some(dag) = tmpl.dag.as_ref() else {
             return id;
         };
         let fail_fast = dag.fail_fast.or(call.template.fail_fast).unwrap_or(true);
@@ -1944,8 +1950,9 @@ impl WorkflowRun {
             }
         };
         // Tasks needed for the targets (all tasks without a target).
-        let needed: HashSet<String> = match dag.target.as_deref().filter(|t| !t.trim().is_empty()) {
-            None => dag.tasks.iter().map(|t| t.name.clone()).collect(),
+        // None: every task is needed (no target), without building a set per walk.
+        let needed: Option<HashSet<String>> = match dag.target.as_deref().filter(|t| !t.trim().is_empty()) {
+            None => None,
             Some(targets) => {
                 let mut set = HashSet::new();
                 let mut stack: Vec<String> = targets
@@ -1961,9 +1968,10 @@ impl WorkflowRun {
                         stack.extend(d.tasks());
                     }
                 }
-                set
+                Some(set)
             }
         };
+        let is_needed = |name: &str| needed.as_ref().is_none_or(|set| set.contains(name));
         let mut names: HashMap<String, String> = HashMap::new();
         let mut aggregates: HashMap<String, BTreeMap<String, String>> = HashMap::new();
         let mut task_nodes: HashMap<String, String> = HashMap::new();
@@ -1973,7 +1981,7 @@ impl WorkflowRun {
             let mut progressed = false;
             let mut failed_seen = false;
             for task in &dag.tasks {
-                if !needed.contains(&task.name) {
+                if !is_needed(&task.name) {
                     continue;
                 }
                 let task_name = format!("{}.{}", call.name, task.name);
@@ -2166,7 +2174,7 @@ impl WorkflowRun {
         let mut failed: Option<String> = None;
         let mut pending = false;
         let mut running = false;
-        for task in dag.tasks.iter().filter(|t| needed.contains(&t.name)) {
+        for task in dag.tasks.iter().filter(|t| is_needed(&t.name)) {
             match task_nodes
                 .get(&task.name)
                 .and_then(|tid| self.status.nodes.get(tid))
@@ -2579,11 +2587,11 @@ impl WorkflowRun {
         self.changed.insert(id.clone());
         if let Some(parent) = &call.parent {
             let child = id.clone();
-            self.update_node(parent, |p| {
-                if !p.children.contains(&child) {
-                    p.children.push(child.clone());
-                }
-            });
+            // A node being created cannot be a child yet: push without a scan.
+            if let Some(p) = self.status.nodes.get_mut(parent.as_str()) {
+                p.children.push(child);
+                self.changed.insert(parent.clone());
+            }
         }
     }
 
@@ -2659,9 +2667,11 @@ impl WorkflowRun {
 
     fn update_node(&mut self, id: &str, f: impl FnOnce(&mut NodeStatus)) {
         if let Some(n) = self.status.nodes.get_mut(id) {
-            let before = n.clone();
+            // Compare a fingerprint, not a clone: a steps node's children list
+            // grows with the workflow, and cloning it per update is quadratic.
+            let before = Fingerprint::of(n);
             f(n);
-            if *n != before {
+            if Fingerprint::of(n) != before {
                 self.changed.insert(id.to_string());
             }
         }
@@ -2829,6 +2839,55 @@ impl WorkflowRun {
     }
 }
 
+/// What `update_node` compares to tell whether a node changed: every field
+/// the engine writes, with the children list and outputs by size and content hash.
+#[derive(PartialEq)]
+struct Fingerprint {
+    phase: NodePhase,
+    message: Option<String>,
+    daemoned: Option<bool>,
+    pod_ip: Option<String>,
+    children: usize,
+    last_child: Option<String>,
+    finished_at: Option<Time>,
+    started_at: Option<Time>,
+    outputs: u64,
+    template_name: Option<String>,
+    host_node_name: Option<String>,
+}
+
+impl Fingerprint {
+    fn of(n: &NodeStatus) -> Fingerprint {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        if let Some(o) = &n.outputs {
+            o.result.hash(&mut h);
+            o.exit_code.hash(&mut h);
+            for p in &o.parameters {
+                p.name.hash(&mut h);
+                p.value.as_ref().map(|v| v.as_str()).hash(&mut h);
+            }
+            o.artifacts.len().hash(&mut h);
+            serde_json::to_string(&o.artifacts).unwrap_or_default().hash(&mut h);
+        } else {
+            0xdead_u32.hash(&mut h);
+        }
+        Fingerprint {
+            phase: n.phase,
+            message: n.message.clone(),
+            daemoned: n.daemoned,
+            pod_ip: n.pod_ip.clone(),
+            children: n.children.len(),
+            last_child: n.children.last().cloned(),
+            finished_at: n.finished_at,
+            started_at: n.started_at,
+            outputs: h.finish(),
+            template_name: n.template_name.clone(),
+            host_node_name: n.host_node_name.clone(),
+        }
+    }
+}
+
 /// The scope of a step or task being prepared: inputs and globals, the
 /// loop item, and its visible siblings.
 struct ScopeOwned<'a> {
@@ -2932,14 +2991,19 @@ fn container_of(t: &Template) -> Option<&roadie_spec::Container> {
 
 fn build_launch(id: &str, name: &str, t: &Template) -> Result<StepLaunch, String> {
     let c = container_of(t).ok_or_else(|| format!("template '{}' has no container", t.name))?;
-    let mut argv: Vec<String> = c.command.iter().chain(c.args.iter()).cloned().collect();
     let script = t.script.as_ref().map(|s| s.source.clone());
+    let mut argv: Vec<String> = if script.is_some() {
+        c.command.iter().chain(c.args.iter()).cloned().collect()
+    } else {
+        // No command: the image's ENTRYPOINT/CMD, for the images roadie knows.
+        crate::images::container_argv(c.image.as_deref(), &c.command, &c.args).unwrap_or_default()
+    };
     if script.is_some() && c.command.is_empty() {
         argv.insert(0, "sh".into());
     }
     if argv.is_empty() {
         return Err(format!(
-            "template '{}': container has no command or args; on the host roadie cannot use the image's entrypoint ({})",
+            "template '{}': container has no command or args, and roadie does not know the entrypoint of image {} (give the container a command)",
             t.name,
             c.image.as_deref().unwrap_or("no image")
         ));

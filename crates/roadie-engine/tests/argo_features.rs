@@ -356,3 +356,56 @@ fn workflow_template_ref_to_nothing_stored_is_refused() {
         "spec.workflowTemplateRef: ClusterWorkflowTemplate 'nope' is not stored (store it with `roadie cluster-template create FILE`)"
     );
 }
+
+#[test]
+fn a_container_without_command_runs_the_images_entrypoint() {
+    let s = Sim::new(
+        r#"
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: say, template: say}
+      - {name: web, template: web}
+      - {name: plain, template: plain}
+  - name: say
+    # argosay:v2 has ENTRYPOINT /argosay: args are its arguments, not a command.
+    container: {image: "argoproj/argosay:v2", args: [echo, hi, /tmp/out]}
+  - name: web
+    # nginx has only a CMD, which runs when there are no args.
+    container: {image: "nginx:1.13"}
+  - name: plain
+    # alpine has no ENTRYPOINT: args alone are the command.
+    container: {image: "alpine:3.23", args: [echo, plain]}
+"#,
+    );
+    let argv = |suffix: &str| {
+        s.launched
+            .iter()
+            .find(|l| l.name.ends_with(suffix))
+            .map(|l| l.argv.clone())
+            .unwrap_or_else(|| panic!("no launch of {suffix}"))
+    };
+    assert_eq!(argv(".say"), ["argosay", "echo", "hi", "/tmp/out"]);
+    assert_eq!(argv(".web"), ["nginx", "-g", "daemon off;"]);
+    assert_eq!(argv(".plain"), ["echo", "plain"]);
+}
+
+#[test]
+fn a_container_of_an_unknown_image_without_command_or_args_is_an_error_naming_it() {
+    let s = Sim::new(
+        r#"
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    container: {image: "example.com/team/tool:3"}
+"#,
+    );
+    assert_eq!(s.phase(), WorkflowPhase::Error);
+    let msg = s.node("wf").message.clone().unwrap_or_default();
+    assert!(msg.contains("example.com/team/tool:3"), "{msg}");
+}

@@ -1317,3 +1317,33 @@ spec:
     s.run_step("wf.C", 0, "");
     assert_eq!(s.phase(), WorkflowPhase::Succeeded);
 }
+
+#[test]
+fn a_stop_leaves_no_node_running_when_a_daemon_dies_before_a_later_step() {
+    let yaml = r#"
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: svc, template: svc}
+    - - {name: long, template: t}
+  - name: svc
+    daemon: true
+    container: {command: [svc]}
+  - name: t
+    container: {command: [sleep, "100"]}
+"#;
+    let mut s = Sim::new(yaml);
+    let svc = s.start("[0].svc");
+    let long = s.start("[1].long");
+    s.run.stop(s.now, StopMode::Terminate, "terminated by SIGINT");
+    s.drain();
+    s.exit_id(&svc, 143, "");
+    assert_eq!(s.node("wf").phase, NodePhase::Running, "long still runs");
+    s.exit_id(&long, 143, "");
+    assert_eq!(s.phase(), WorkflowPhase::Failed);
+    let running: Vec<String> = s.run.status().nodes.values().filter(|n| !n.phase.is_completed()).map(|n| n.name.clone()).collect();
+    assert!(running.is_empty(), "still running: {running:?}");
+}
