@@ -36,6 +36,5 @@ mod scope;
 
 pub use ids::node_id;
 pub use images::{ImageDefaults, container_argv, image_defaults};
-pub use images::{ImageDefaults, container_argv, image_defaults};
 pub use library::{apply_workflow_template_ref, resolve_ref};
 pub use run::*;
