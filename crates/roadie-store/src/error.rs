@@ -66,6 +66,10 @@ pub enum StoreError {
         name: String,
         db: PathBuf,
     },
+    /// A CronWorkflow with this name is already stored (`roadie cron create`
+    /// does not replace, as `argo cron create` does not): delete it first.
+    #[error("CronWorkflow {name:?} already exists in {}", db.display())]
+    CronExists { name: String, db: PathBuf },
     /// A stored record could not be read back (bad JSON, bad timestamp, unknown
     /// phase). The database file is readable, but this record is not.
     #[error("{}: corrupt record: {what}", db.display())]

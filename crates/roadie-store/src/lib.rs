@@ -101,6 +101,7 @@
 //! ```
 
 mod codec;
+mod crons;
 mod error;
 mod model;
 mod pg;
@@ -113,6 +114,7 @@ mod templates;
 use std::path::Path;
 use std::time::Duration;
 
+pub use crons::StoredCron;
 pub use error::StoreError;
 pub use model::{
     ListFilter, NewWorkflow, NodeLog, QueueDepth, StoredWorkflow, WorkflowStatusSummary,
@@ -480,6 +482,51 @@ impl Store {
     /// Deletes a stored template; `false` if there was none.
     pub fn delete_template(&self, kind: TemplateKind, name: &str) -> Result<bool, StoreError> {
         dispatch!(self.delete_template(kind, name))
+    }
+}
+
+/// CronWorkflows (see [`StoredCron`]): the daemon's scheduler reads them and
+/// starts workflows named `NAME-<unix time of the schedule>`.
+impl Store {
+    /// Stores a CronWorkflow. `CronExists` if one of this name is stored.
+    pub fn create_cron(&self, rec: &StoredCron) -> Result<(), StoreError> {
+        dispatch!(self.create_cron(rec))
+    }
+
+    /// Every stored CronWorkflow, by name.
+    pub fn list_crons(&self) -> Result<Vec<StoredCron>, StoreError> {
+        dispatch!(self.list_crons())
+    }
+
+    /// One stored CronWorkflow, if there is one.
+    pub fn get_cron(&self, name: &str) -> Result<Option<StoredCron>, StoreError> {
+        Ok(self.list_crons()?.into_iter().find(|c| c.name == name))
+    }
+
+    /// Deletes a CronWorkflow (not the workflows it started); `false` if there
+    /// was none.
+    pub fn delete_cron(&self, name: &str) -> Result<bool, StoreError> {
+        dispatch!(self.delete_cron(name))
+    }
+
+    /// Suspends (no new runs) or resumes a CronWorkflow; `false` if there is none.
+    pub fn set_cron_suspended(&self, name: &str, suspended: bool) -> Result<bool, StoreError> {
+        dispatch!(self.set_cron_suspended(name, suspended))
+    }
+
+    /// Records that the scheduled time `cursor` was decided, and with
+    /// `scheduled` that a workflow was started for it, **only if** the stored
+    /// cursor still is `expected_cursor` (compare-and-set). Returns whether it
+    /// was; `false` means another scheduler decided first (or the cron is
+    /// gone), and the caller must not act on its decision again.
+    pub fn advance_cron(
+        &self,
+        name: &str,
+        expected_cursor: Option<&Time>,
+        cursor: &Time,
+        scheduled: Option<&Time>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.advance_cron(name, expected_cursor, cursor, scheduled))
     }
 }
 

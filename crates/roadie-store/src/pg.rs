@@ -116,6 +116,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, name)
     );
     "#,
+    // 4: CronWorkflows.
+    r#"
+    CREATE TABLE cron_workflows (
+        name                 TEXT COLLATE "C" PRIMARY KEY,
+        manifest             TEXT NOT NULL,
+        suspended            BOOLEAN NOT NULL,
+        created_at           TEXT COLLATE "C" NOT NULL,
+        last_scheduled_time  TEXT COLLATE "C",
+        cursor               TEXT COLLATE "C"
+    );
+    "#,
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -1277,6 +1288,121 @@ impl PgStore {
         )?;
         let n = tx.execute(&delete, &[&kind.as_str(), &name]).ctx(db, ctx)?;
         tx.commit().ctx(db, ctx)?;
+        Ok(n > 0)
+    }
+}
+
+/// CronWorkflows (`cron_workflows` table).
+impl PgStore {
+    /// Runs one statement in its own transaction and returns the rows it changed.
+    fn cron_execute(
+        &self,
+        sql: &'static str,
+        args: &[&(dyn ToSql + Sync)],
+        ctx: &dyn Fn() -> String,
+    ) -> Result<u64, StoreError> {
+        let db = self.shown.as_path();
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        let stmt = prep(&mut tx, statements, sql, db)?;
+        let n = tx.execute(&stmt, args).ctx(db, ctx)?;
+        tx.commit().ctx(db, ctx)?;
+        Ok(n)
+    }
+
+    pub(crate) fn create_cron(&self, rec: &crate::StoredCron) -> Result<(), StoreError> {
+        let db = self.shown.as_path();
+        let manifest = codec::encode(db, &rec.manifest, || format!("CronWorkflow {}", rec.name))?;
+        let ctx = || format!("storing CronWorkflow {:?}", rec.name);
+        let n = self.cron_execute(
+            "INSERT INTO cron_workflows \
+             (name, manifest, suspended, created_at, last_scheduled_time, cursor) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+            &[
+                &rec.name,
+                &manifest,
+                &rec.suspended,
+                &time_to_sql(&rec.created_at),
+                &rec.last_scheduled_time.as_ref().map(time_to_sql),
+                &rec.cursor.as_ref().map(time_to_sql),
+            ],
+            &ctx,
+        )?;
+        if n == 0 {
+            return Err(StoreError::CronExists {
+                name: rec.name.clone(),
+                db: db.to_path_buf(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn list_crons(&self) -> Result<Vec<crate::StoredCron>, StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || "listing CronWorkflows".to_string();
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        let select = prep(
+            &mut tx,
+            statements,
+            "SELECT name, manifest, suspended, created_at, last_scheduled_time, cursor \
+             FROM cron_workflows ORDER BY name",
+            db,
+        )?;
+        let rows: Vec<crate::crons::CronRow> = tx
+            .query(&select, &[])
+            .ctx(db, ctx)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+            .collect();
+        tx.commit().ctx(db, ctx)?;
+        rows.into_iter()
+            .map(|row| crate::crons::decode(db, row))
+            .collect()
+    }
+
+    pub(crate) fn delete_cron(&self, name: &str) -> Result<bool, StoreError> {
+        let ctx = || format!("deleting CronWorkflow {name:?}");
+        let n = self.cron_execute("DELETE FROM cron_workflows WHERE name = $1", &[&name], &ctx)?;
+        Ok(n > 0)
+    }
+
+    pub(crate) fn set_cron_suspended(
+        &self,
+        name: &str,
+        suspended: bool,
+    ) -> Result<bool, StoreError> {
+        let ctx = || format!("suspending or resuming CronWorkflow {name:?}");
+        let n = self.cron_execute(
+            "UPDATE cron_workflows SET suspended = $2 WHERE name = $1",
+            &[&name, &suspended],
+            &ctx,
+        )?;
+        Ok(n > 0)
+    }
+
+    pub(crate) fn advance_cron(
+        &self,
+        name: &str,
+        expected_cursor: Option<&Time>,
+        cursor: &Time,
+        scheduled: Option<&Time>,
+    ) -> Result<bool, StoreError> {
+        let ctx = || format!("advancing CronWorkflow {name:?}");
+        let n = self.cron_execute(
+            "UPDATE cron_workflows SET cursor = $3, \
+             last_scheduled_time = COALESCE($4, last_scheduled_time) \
+             WHERE name = $1 AND cursor IS NOT DISTINCT FROM $2",
+            &[
+                &name,
+                &expected_cursor.map(time_to_sql),
+                &time_to_sql(cursor),
+                &scheduled.map(time_to_sql),
+            ],
+            &ctx,
+        )?;
         Ok(n > 0)
     }
 }

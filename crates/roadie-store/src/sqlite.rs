@@ -129,6 +129,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, name)
     ) WITHOUT ROWID;
     "#,
+    // 4: CronWorkflows (`roadie cron`), started on schedule by the daemon.
+    r#"
+    CREATE TABLE cron_workflows (
+        name                 TEXT PRIMARY KEY,
+        manifest             TEXT NOT NULL,     -- the CronWorkflow as JSON
+        suspended            INTEGER NOT NULL,  -- 0 | 1
+        created_at           TEXT NOT NULL,     -- RFC 3339, UTC, fixed width
+        last_scheduled_time  TEXT,              -- scheduled time of the last run started
+        cursor               TEXT               -- last scheduled time decided (run or skipped)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes and understands.
@@ -1235,6 +1246,123 @@ impl SqliteStore {
             .prepare_cached("DELETE FROM templates WHERE kind = ?1 AND name = ?2")
             .ctx(db, ctx)?
             .execute(params![kind.as_str(), name])
+            .ctx(db, ctx)?;
+        Ok(n > 0)
+    }
+}
+
+/// CronWorkflows (`cron_workflows` table).
+impl SqliteStore {
+    pub(crate) fn create_cron(&self, rec: &crate::StoredCron) -> Result<(), StoreError> {
+        let db = self.path.as_path();
+        let manifest = codec::encode(db, &rec.manifest, || format!("CronWorkflow {}", rec.name))?;
+        let ctx = || format!("storing CronWorkflow {:?}", rec.name);
+        let conn = self.conn();
+        let n = conn
+            .prepare_cached(
+                "INSERT INTO cron_workflows \
+                 (name, manifest, suspended, created_at, last_scheduled_time, cursor) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
+            )
+            .ctx(db, ctx)?
+            .execute(params![
+                rec.name,
+                manifest,
+                rec.suspended,
+                time_to_sql(&rec.created_at),
+                rec.last_scheduled_time.as_ref().map(time_to_sql),
+                rec.cursor.as_ref().map(time_to_sql),
+            ])
+            .ctx(db, ctx)?;
+        if n == 0 {
+            return Err(StoreError::CronExists {
+                name: rec.name.clone(),
+                db: db.to_path_buf(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn list_crons(&self) -> Result<Vec<crate::StoredCron>, StoreError> {
+        let db = self.path.as_path();
+        let ctx = || "listing CronWorkflows".to_string();
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT name, manifest, suspended, created_at, last_scheduled_time, cursor \
+                 FROM cron_workflows ORDER BY name",
+            )
+            .ctx(db, ctx)?;
+        let rows: Vec<crate::crons::CronRow> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .ctx(db, ctx)?
+            .collect::<rusqlite::Result<_>>()
+            .ctx(db, ctx)?;
+        rows.into_iter()
+            .map(|row| crate::crons::decode(db, row))
+            .collect()
+    }
+
+    pub(crate) fn delete_cron(&self, name: &str) -> Result<bool, StoreError> {
+        let db = self.path.as_path();
+        let ctx = || format!("deleting CronWorkflow {name:?}");
+        let conn = self.conn();
+        let n = conn
+            .prepare_cached("DELETE FROM cron_workflows WHERE name = ?1")
+            .ctx(db, ctx)?
+            .execute(params![name])
+            .ctx(db, ctx)?;
+        Ok(n > 0)
+    }
+
+    pub(crate) fn set_cron_suspended(
+        &self,
+        name: &str,
+        suspended: bool,
+    ) -> Result<bool, StoreError> {
+        let db = self.path.as_path();
+        let ctx = || format!("suspending or resuming CronWorkflow {name:?}");
+        let conn = self.conn();
+        let n = conn
+            .prepare_cached("UPDATE cron_workflows SET suspended = ?2 WHERE name = ?1")
+            .ctx(db, ctx)?
+            .execute(params![name, suspended])
+            .ctx(db, ctx)?;
+        Ok(n > 0)
+    }
+
+    pub(crate) fn advance_cron(
+        &self,
+        name: &str,
+        expected_cursor: Option<&Time>,
+        cursor: &Time,
+        scheduled: Option<&Time>,
+    ) -> Result<bool, StoreError> {
+        let db = self.path.as_path();
+        let ctx = || format!("advancing CronWorkflow {name:?}");
+        let conn = self.conn();
+        let n = conn
+            .prepare_cached(
+                "UPDATE cron_workflows SET cursor = ?3, \
+                 last_scheduled_time = COALESCE(?4, last_scheduled_time) \
+                 WHERE name = ?1 AND cursor IS ?2",
+            )
+            .ctx(db, ctx)?
+            .execute(params![
+                name,
+                expected_cursor.map(time_to_sql),
+                time_to_sql(cursor),
+                scheduled.map(time_to_sql),
+            ])
             .ctx(db, ctx)?;
         Ok(n > 0)
     }
