@@ -415,6 +415,7 @@ impl Driver {
     }
 
     fn start_waiting(&mut self) {
+        let repo = crate::artifacts::repository(&self.profile);
         while self.running_steps < self.max_steps {
             let Some(w) = self.waiting.pop_front() else {
                 break;
@@ -434,6 +435,8 @@ impl Driver {
                     .into_iter()
                     .map(|(k, v)| (k, PathBuf::from(v)))
                     .collect(),
+                input_artifacts: crate::artifacts::inputs(&repo, step.input_artifacts),
+                output_artifacts: crate::artifacts::outputs(&repo, step.output_artifacts),
             });
         }
     }
@@ -462,6 +465,7 @@ fn to_engine_event(ev: RuntimeEvent) -> Event {
                 signal: exit.signal,
                 stdout: exit.stdout,
                 outputs: exit.outputs,
+                artifacts: crate::artifacts::outcomes(exit.artifacts),
             },
         },
         RuntimeEvent::ProbeResult { key, ok, message } => Event::ProbeResult {

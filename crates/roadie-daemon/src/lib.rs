@@ -6,6 +6,7 @@
 //! This crate does not parse command lines or draw trees (the `roadie`
 //! binary does) and holds no scheduling rule (the engine does).
 
+pub mod artifacts;
 pub mod client;
 pub mod control;
 pub mod driver;

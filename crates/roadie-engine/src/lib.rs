@@ -28,12 +28,14 @@
 //! torn down when the directly enclosing steps/DAG node is done, never
 //! outliving the workflow, retried when they exit by themselves).
 
+mod artifacts;
 mod ids;
 mod images;
 mod library;
 mod run;
 mod scope;
 
+pub use artifacts::{Archive, ArtifactOutcome, ArtifactSource, InputArtifact, OutputArtifact};
 pub use ids::node_id;
 pub use images::{ImageDefaults, container_argv, image_defaults};
 pub use library::{apply_workflow_template_ref, resolve_ref};

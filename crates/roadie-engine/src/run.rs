@@ -57,6 +57,10 @@ pub struct StepLaunch {
     /// Output parameters read from files after exit: (name, path).
     pub output_files: Vec<(String, String)>,
     pub daemon: bool,
+    /// Input artifacts to place before the process starts.
+    pub input_artifacts: Vec<crate::InputArtifact>,
+    /// Output artifacts to save after it exits (report each in `StepExit::artifacts`).
+    pub output_artifacts: Vec<crate::OutputArtifact>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +96,8 @@ pub struct StepExit {
     pub stdout: String,
     /// Output parameter files read after exit (None: file missing).
     pub outputs: BTreeMap<String, Option<String>>,
+    /// What became of each of the launch's `output_artifacts`, by name.
+    pub artifacts: BTreeMap<String, crate::ArtifactOutcome>,
 }
 
 /// Something that happened, reported by the driver.
@@ -660,6 +666,16 @@ impl WorkflowRun {
                 ..Default::default()
             });
         }
+        match crate::artifacts::plan_outputs(&tmpl, &self.name, node) {
+            Ok(planned) => {
+                let (saved, error) = crate::artifacts::record_outputs(&planned, &exit.artifacts);
+                outputs.artifacts = saved;
+                if output_error.is_none() {
+                    output_error = error;
+                }
+            }
+            Err(e) => output_error = output_error.or(Some(e)),
+        }
         let how = describe_exit(&exit);
         let (phase, message) = match pod.termination {
             Some((Termination::Teardown, _)) => (
@@ -716,9 +732,17 @@ impl WorkflowRun {
 
     fn walk(&mut self, now: Time) {
         let entry = self.wf.spec.entrypoint.clone().unwrap_or_default();
-        let Some(tmpl) = self.templates.get(&entry).cloned() else {
+        let Some(mut tmpl) = self.templates.get(&entry).cloned() else {
             return;
         };
+        // `spec.arguments.artifacts` bind to the entrypoint's inputs, as step arguments do.
+        if let Ok(Some(bound)) = crate::artifacts::bind_arguments(
+            &tmpl,
+            &self.wf.spec.arguments.artifacts,
+            &self.globals,
+        ) {
+            tmpl = Arc::new(bound);
+        }
         let root_name = self.name.clone();
         let root_id = root_name.clone();
         let root_call = match self.calls.get(&root_id) {
@@ -983,7 +1007,11 @@ impl WorkflowRun {
             }
         };
         self.create_node(call, NodeType::Pod, now);
-        let launch = match build_launch(&id, &call.name, &tmpl) {
+        let launch = match build_launch(&id, &call.name, &tmpl).and_then(|mut l| {
+            l.input_artifacts = crate::artifacts::plan_inputs(&tmpl)?;
+            l.output_artifacts = crate::artifacts::plan_outputs(&tmpl, &self.name, &id)?;
+            Ok(l)
+        }) {
             Ok(l) => l,
             Err(msg) => {
                 self.finish_node(&id, NodePhase::Error, Some(msg), now);
@@ -1889,11 +1917,15 @@ impl WorkflowRun {
         names: &HashMap<String, String>,
         aggregates: &HashMap<String, BTreeMap<String, String>>,
     ) -> Option<Outputs> {
-        if call.template.outputs.parameters.is_empty() {
+        if call.template.outputs.parameters.is_empty() && call.template.outputs.artifacts.is_empty()
+        {
             return None;
         }
         let scope = self.step_scope(call, prefix, names, aggregates);
-        let mut outputs = Outputs::default();
+        let mut outputs = Outputs {
+            artifacts: crate::artifacts::template_outputs(&call.template, &scope),
+            ..Default::default()
+        };
         for p in &call.template.outputs.parameters {
             let from = p.value_from.as_ref();
             let value = from
@@ -2422,6 +2454,7 @@ impl WorkflowRun {
             "inputs.parameters".into(),
             serde_json::Value::Array(pj).to_string(),
         );
+        m.extend(crate::artifacts::template_variables(&call.template));
         m
     }
 
@@ -2495,6 +2528,12 @@ impl WorkflowRun {
         } else {
             return StepPrep::Error(format!("step '{}' names no template", step.name));
         };
+        let tmpl =
+            match crate::artifacts::bind_arguments(&tmpl, &step.arguments.artifacts, &layered) {
+                Ok(Some(bound)) => Arc::new(bound),
+                Ok(None) => tmpl,
+                Err(e) => return StepPrep::Error(e),
+            };
         let mut args = Vec::new();
         for p in &step.arguments.parameters {
             let raw = p
@@ -3029,6 +3068,8 @@ fn build_launch(id: &str, name: &str, t: &Template) -> Result<StepLaunch, String
         working_dir: c.working_dir.clone(),
         output_files,
         daemon: t.is_daemon(),
+        input_artifacts: Vec::new(),
+        output_artifacts: Vec::new(),
     })
 }
 

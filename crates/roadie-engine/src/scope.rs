@@ -68,6 +68,10 @@ pub(crate) fn node_field(node: &NodeStatus, field: &str) -> Option<String> {
                 .collect();
             Some(serde_json::Value::Object(map).to_string())
         }
+        _ if field.starts_with("outputs.artifacts.") => {
+            let aname = field.strip_prefix("outputs.artifacts.")?;
+            crate::artifacts::output_variable(&node.outputs.as_ref()?.artifacts, aname)
+        }
         _ => {
             let pname = field.strip_prefix("outputs.parameters.")?;
             let outs = node.outputs.as_ref()?;

@@ -318,6 +318,7 @@ struct StepRun {
     spawned: Spawned,
     log: LogWriter,
     output_files: Vec<(String, PathBuf)>,
+    output_artifacts: Vec<crate::ArtifactOut>,
     working_dir: Option<PathBuf>,
     script_path: Option<PathBuf>,
 }
@@ -362,11 +363,17 @@ fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<StepRun, Str
         working_dir,
         log_path,
         output_files,
+        input_artifacts,
+        output_artifacts,
     } = launch;
     if argv.is_empty() && script.is_none() {
         return Err("the step has no command".to_owned());
     }
     let mut log = LogWriter::new(log_path);
+    if let Err(message) = crate::artifacts::place_inputs(&input_artifacts, working_dir.as_deref()) {
+        log.write(format!("roadie: {message}\n").as_bytes());
+        return Err(message);
+    }
 
     let script_path = match script {
         Some(source) => {
@@ -422,6 +429,7 @@ fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<StepRun, Str
             spawned,
             log,
             output_files,
+            output_artifacts,
             working_dir,
             script_path,
         }),
@@ -470,6 +478,7 @@ async fn supervise(shared: Arc<Shared>, run: StepRun) {
         spawned,
         mut log,
         output_files,
+        output_artifacts,
         working_dir,
         script_path,
     } = run;
@@ -549,11 +558,23 @@ async fn supervise(shared: Arc<Shared>, run: StepRun) {
         Some(Err(e)) => (None, None, format!("cannot collect the exit status: {e}")),
         None => (None, None, "the exit status was lost".to_owned()),
     };
+    let artifacts = if output_artifacts.is_empty() {
+        BTreeMap::new()
+    } else {
+        // Copying and compressing can take a while: off the runtime's threads.
+        let dir = working_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::artifacts::save_outputs(&output_artifacts, dir.as_deref())
+        })
+        .await
+        .unwrap_or_default()
+    };
     let exit = ExitInfo {
         code,
         signal,
         stdout: tail.into_string(),
         outputs: read_outputs(&output_files, working_dir.as_deref()),
+        artifacts,
         message,
     };
     tracing::debug!(key, message = exit.message, "step exited");

@@ -26,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+mod artifacts;
 mod host;
 mod probe;
 mod procfs;
@@ -35,6 +36,7 @@ mod spawn;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use artifacts::{ArtifactArchive, ArtifactData, ArtifactIn, ArtifactOut, ArtifactSaved};
 pub use host::HostRuntime;
 pub use registry::reap_leftovers;
 
@@ -61,6 +63,10 @@ pub struct StepLaunch {
     /// Output parameters: read after exit (one trailing newline trimmed); a missing file is
     /// `None`. Relative paths are relative to `working_dir`.
     pub output_files: Vec<(String, PathBuf)>,
+    /// Placed before the process starts (a failure is a `StartFailed` naming the artifact).
+    pub input_artifacts: Vec<ArtifactIn>,
+    /// Saved after the leader exits, before `Exited` is reported.
+    pub output_artifacts: Vec<ArtifactOut>,
 }
 
 /// A signal roadie sends to a step's whole process group.
@@ -129,6 +135,8 @@ pub struct ExitInfo {
     pub stdout: String,
     /// The `output_files` of the launch, by name; `None` when the file was missing.
     pub outputs: BTreeMap<String, Option<String>>,
+    /// The `output_artifacts` of the launch, by name.
+    pub artifacts: BTreeMap<String, ArtifactSaved>,
     /// For people: `"exit code 3"`, `"killed by SIGKILL"`.
     pub message: String,
 }

@@ -1,0 +1,68 @@
+//! Artifacts end to end: real steps write files, roadie saves them in the
+//! profile's artifact repository and places them for later steps.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn artifacts_pass_between_steps_through_the_local_repository() {
+    let env = Env::new();
+    let out = env.out_param();
+    let (outcome, wf) = env.run_json(&fixture("artifacts.yaml"), "arts", &["-p", &out]);
+    outcome.expect_code(0);
+    assert_eq!(phase(&wf), "Succeeded", "{}", describe_nodes(&wf));
+
+    // The consumer saw every artifact, placed where it asked.
+    assert_eq!(
+        env.node_log("arts", "use"),
+        "hello artifact\nB\nA\nB\nkeyed\nraw text\n"
+    );
+
+    // The producer's outputs name repository keys; each key is on disk.
+    let repo = env.home.path().join("profiles/default/artifacts");
+    let gen_node = node(&wf, "gen");
+    let arts = gen_node["outputs"]["artifacts"]
+        .as_array()
+        .expect("outputs.artifacts");
+    let names: Vec<&str> = arts.iter().filter_map(|a| a["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["hello", "tree", "tree-tgz", "keyed"],
+        "optional 'absent' is not listed"
+    );
+    let key = |name: &str| -> String {
+        arts.iter()
+            .find(|a| a["name"] == name)
+            .and_then(|a| a["s3"]["key"].as_str())
+            .unwrap_or_else(|| panic!("no key for {name}: {arts:?}"))
+            .to_string()
+    };
+    let hello = std::fs::read(repo.join(key("hello"))).expect("hello is in the repository");
+    assert_eq!(&hello[..2], [0x1f, 0x8b], "the default archive is gzip");
+    assert!(key("hello").ends_with("/hello.tgz"));
+    assert!(
+        repo.join(key("tree")).join("sub/b.txt").is_file(),
+        "archive none keeps the tree"
+    );
+    assert_eq!(key("keyed"), "arts/keyed.txt");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("arts/keyed.txt")).expect("keyed"),
+        "keyed\n"
+    );
+}
+
+#[test]
+fn a_missing_output_artifact_fails_the_step_with_its_path() {
+    let env = Env::new();
+    let (outcome, wf) = env.run_json(&fixture("artifact-missing.yaml"), "miss", &[]);
+    outcome.expect_code(1);
+    assert_eq!(phase(&wf), "Error", "{}", describe_nodes(&wf));
+    let root = node(&wf, "miss");
+    let message = root["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("output artifact 'report'")
+            && message.contains("/nonexistent-roadie-test/report.txt"),
+        "{message}"
+    );
+}
