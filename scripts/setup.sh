@@ -144,6 +144,15 @@ for i in "${!SERVICES[@]}"; do
     step "system service $svc: stopped and disabled"
 done
 
+# --- Python: Hera, the Argo SDK the seed daemon-step-hera.py is written with --
+if python3 -c 'import hera' >/dev/null 2>&1; then
+    step "Python package hera: present"
+else
+    step "installing Python package hera (pip)"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore hera \
+        || die "pip could not install hera (the Hera seed test needs it)"
+fi
+
 # --- 4. the test ports must be free ----------------------------------------
 # /proc/net/tcp{,6}: local address is field 2 (hex ip:port), state 0A = LISTEN.
 port_listening() {

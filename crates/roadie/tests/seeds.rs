@@ -146,6 +146,68 @@ fn seed_influx_daemon_step() {
     );
 }
 
+/// daemon-step-hera.py: the same workflow written with Hera (PyPI `hera`);
+/// `w.to_yaml()` gives a workflow roadie runs to the same 41 points.
+#[test]
+fn seed_influx_hera_to_yaml() {
+    let _ports = INFLUX_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    require_program("influxd");
+    require_program("curl");
+    require_free_ports(&[8086, 8088], "influxd");
+    let mut env = Env::new();
+    let script = shared_dir().join("seeds/daemon-step-hera.py");
+    let yaml = env.dir().join("hera.yaml");
+    let generated = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "exec(open({:?}).read()); open({:?}, 'w').write(w.to_yaml())",
+            script.to_string_lossy(),
+            yaml.to_string_lossy()
+        ))
+        .output()
+        .expect("python3 runs");
+    assert!(
+        generated.status.success(),
+        "Hera could not write the workflow (scripts/setup.sh installs the `hera` package):\n{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let data = env.dir().join("influxdb");
+    for (var, dir) in [
+        ("INFLUXDB_META_DIR", "meta"),
+        ("INFLUXDB_DATA_DIR", "data"),
+        ("INFLUXDB_DATA_WAL_DIR", "wal"),
+    ] {
+        env.vars
+            .push((var.into(), data.join(dir).to_string_lossy().into_owned()));
+    }
+    let out = env.roadie_within(
+        &[
+            "run",
+            &yaml.to_string_lossy(),
+            "--name",
+            "hera-seed",
+            "-o",
+            "json",
+        ],
+        Duration::from_secs(120),
+    );
+    out.expect_code(0);
+    let wf: Value =
+        serde_json::from_str(&out.stdout).expect("roadie run -o json prints the workflow");
+    assert_eq!(phase(&wf), "Succeeded", "{}", describe_nodes(&wf));
+    let body = env.node_log("hera-seed", "consumer");
+    let result: Value = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("the consumer did not print JSON ({e}):\n{body}"));
+    let values = result["results"][0]["series"][0]["values"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(values, 41, "points read back:\n{body}");
+    let left = wait_for(Duration::from_secs(5), || {
+        processes_named("influxd").is_empty().then_some(())
+    });
+    assert!(left.is_some(), "influxd outlived the run");
+}
+
 /// daemon-redis.yaml: redis-server as a daemon beside a 60 s test step in the
 /// same step group. Its tcpSocket probe (first at 5 s) marks it daemoned while
 /// the test step runs; when the group is done it gets SIGTERM, shuts down
