@@ -9,6 +9,7 @@
 pub mod artifacts;
 pub mod client;
 pub mod control;
+pub mod cron;
 pub mod driver;
 mod error;
 pub mod supervisor;

@@ -295,6 +295,12 @@ pub fn run(profile: &Profile, opts: SupervisorOptions) -> Result<(), DaemonError
             .map_err(DaemonError::io("thread", "cannot start the control thread"))?;
     }
     let spawner = Spawner::start(opts.program.clone(), tx.clone())?;
+    // CronWorkflows: one scheduler per supervisor; several supervisors on
+    // one PostgreSQL store decide each scheduled time once (see `cron`).
+    crate::cron::spawn_scheduler(profile.clone()).map_err(DaemonError::io(
+        "thread",
+        "cannot start the cron scheduler thread",
+    ))?;
 
     log(format_args!(
         "started for profile {} ({}), {} worker(s), program {}",
