@@ -283,6 +283,30 @@ fn pod_phases(store: &Store, names: &BTreeSet<String>) -> BTreeMap<String, Vec<(
     out
 }
 
+/// Per workflow (by name): its step nodes (Pod) as display name -> node ids.
+fn pod_ids(
+    store: &Store,
+    names: &BTreeSet<String>,
+) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+    let mut out = BTreeMap::new();
+    for name in names {
+        let Some(w) = store.get_workflow(name).expect("get workflow") else {
+            continue;
+        };
+        let mut pods: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for n in w.status.nodes.values() {
+            let v = serde_json::to_value(n).expect("node as JSON");
+            if v["type"] == "Pod" {
+                pods.entry(v["displayName"].as_str().unwrap_or("").to_string())
+                    .or_default()
+                    .push(v["id"].as_str().unwrap_or("").to_string());
+            }
+        }
+        out.insert(name.clone(), pods);
+    }
+    out
+}
+
 // ----- 1. SIGKILL of a worker --------------------------------------------
 
 /// 50 three-step workflows on 2 workers; one worker is killed with SIGKILL
@@ -337,6 +361,7 @@ fn kill_9_of_a_worker_loses_nothing_and_reruns_only_running_steps() {
         .into_iter()
         .collect();
     let before = pod_phases(&store, &names);
+    let ids_before = pod_ids(&store, &names);
     kill(victim_pid, "KILL");
     let victims: BTreeSet<String> = names
         .iter()
@@ -428,6 +453,77 @@ fn kill_9_of_a_worker_loses_nothing_and_reruns_only_running_steps() {
         lines.display()
     );
     eprintln!("{reran} of {} running steps ran again", may_rerun.len());
+    // A resumed workflow keeps its nodes: one node per step, with the id it
+    // had before the kill (a re-run step reuses its node).
+    let ids_after = pod_ids(&store, &names);
+    for (wf, pods) in &ids_after {
+        for step in ["s1", "s2", "s3"] {
+            let ids = pods.get(step).cloned().unwrap_or_default();
+            assert_eq!(ids.len(), 1, "{wf}: step {step} has nodes {ids:?}");
+            if let Some(old) = ids_before.get(wf).and_then(|p| p.get(step)) {
+                assert_eq!(&ids, old, "{wf}: step {step} changed its node id");
+            }
+        }
+    }
+    assert_no_process_with(&pause, Duration::from_secs(10));
+}
+
+/// The processes of a step that was running on a worker killed with
+/// SIGKILL do not outlive it: they are gone long before they would have
+/// ended by themselves, and the step runs again (new processes) on the
+/// restarted worker.
+#[test]
+fn kill_9_of_a_worker_leaves_no_orphaned_step_process() {
+    let d = Daemon::new();
+    d.start(1);
+    let out = d.env.dir();
+    let pause = unique_pause(300);
+    let name = d.submit(
+        "daemon-rel-exit-handler.yaml",
+        &[format!("out={}", out.display()), format!("pause={pause}")],
+    );
+    let old: Vec<u32> = wait_for(Duration::from_secs(30), || {
+        let p = processes_with_arg(&pause);
+        (p.len() >= 2).then_some(p) // the shell and its sleep
+    })
+    .unwrap_or_else(|| panic!("the step did not start\n{}", d.log()));
+    let (_, workers) = d.pids();
+    let t = Instant::now();
+    kill(workers[0].1, "KILL");
+    let gone = wait_for(Duration::from_secs(20), || {
+        old.iter().all(|p| !pid_alive(*p)).then_some(())
+    });
+    if gone.is_none() {
+        for p in &old {
+            kill(*p, "KILL");
+        }
+        panic!(
+            "step processes {old:?} of the killed worker still run {:?} later\n{}",
+            t.elapsed(),
+            tail(&d.log(), 20)
+        );
+    }
+    eprintln!(
+        "orphaned step processes gone {:?} after the kill",
+        t.elapsed()
+    );
+    let new = wait_for(Duration::from_secs(20), || {
+        let p: Vec<u32> = processes_with_arg(&pause)
+            .into_iter()
+            .filter(|p| !old.contains(p))
+            .collect();
+        (!p.is_empty()).then_some(p)
+    });
+    assert!(
+        new.is_some(),
+        "the step did not run again after the kill\n{}",
+        tail(&d.log(), 20)
+    );
+    d.ok(&["terminate", &name]);
+    let w = d
+        .env
+        .roadie_within(&["wait", &name], Duration::from_secs(60));
+    assert_eq!(w.code, Some(1), "{w:?}");
     assert_no_process_with(&pause, Duration::from_secs(10));
 }
 
