@@ -2,6 +2,7 @@
 //! layers (spec for lint, engine + runtime + store for runs, store for queries).
 
 mod commands;
+mod cron_cmd;
 mod daemon_cmd;
 mod orphans;
 mod queue_cmd;
@@ -220,6 +221,12 @@ enum Command {
         after_help = "Examples:\n  roadie cluster-template create print-message.yaml\n  roadie cluster-template list"
     )]
     ClusterTemplate(template_cmd::TemplateCommand),
+    /// Store, list, show, delete, suspend and resume CronWorkflows: the daemon starts their workflows on schedule.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  roadie cron create nightly.yaml\n  roadie cron list\n  roadie cron get nightly -o yaml\n  roadie cron suspend nightly\n  roadie cron resume nightly\n  roadie cron delete nightly\n\nThe daemon (`roadie daemon start`) must run for workflows to start."
+    )]
+    Cron(cron_cmd::CronCommand),
 }
 
 /// Lints a workflow file, checking expr-lang expressions too.
@@ -301,6 +308,7 @@ fn main() -> ExitCode {
             roadie_store::TemplateKind::WorkflowTemplate,
             cmd,
         ),
+        Command::Cron(cmd) => cron_cmd::run(profile.as_deref(), cmd),
         Command::ClusterTemplate(cmd) => template_cmd::run(
             profile.as_deref(),
             roadie_store::TemplateKind::ClusterWorkflowTemplate,
