@@ -20,6 +20,10 @@ use roadie_spec::{
 use crate::ids::node_id;
 use crate::scope::{Layered, SiblingScope, visible};
 
+// `containerSet` templates (a child module: it drives pods of the node tree).
+#[path = "container_set.rs"]
+mod container_set;
+
 pub type Time = DateTime<Utc>;
 
 /// Kubernetes' default `terminationGracePeriodSeconds`.
@@ -951,6 +955,9 @@ impl WorkflowRun {
             TemplateKind::Steps => self.drive_steps(now, call),
             TemplateKind::Dag => self.drive_dag(now, call),
             TemplateKind::Suspend => self.drive_suspend(now, call),
+            TemplateKind::Other if call.template.extra.contains_key("containerSet") => {
+                self.drive_container_set(now, call)
+            }
             TemplateKind::Other => {
                 let id = node_id(&self.name, &call.name);
                 if !self.status.nodes.contains_key(&id) {

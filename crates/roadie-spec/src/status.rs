@@ -97,6 +97,8 @@ pub enum NodeType {
     Retry,
     Skipped,
     Suspend,
+    /// One container of a `containerSet` pod.
+    Container,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
