@@ -52,6 +52,84 @@ pub fn wake_file(profile: &Profile) -> PathBuf {
     profile.dir.join("queue.wake")
 }
 
+/// Watches the profile's wake file: the receiver gets a message each time
+/// `wake_workers` touches it (keep the watcher alive as long as it is needed).
+/// `roadie run` watches it too, for the commands sent to its workflow.
+pub fn watch_wake_file(
+    profile: &Profile,
+) -> Result<(
+    notify::RecommendedWatcher,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+)> {
+    let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let wake_path = wake_file(profile);
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == wake_path.file_name())
+        {
+            let _ = wake_tx.send(());
+        }
+    })
+    .context("cannot watch the queue's wake file")?;
+    {
+        use notify::Watcher;
+        watcher
+            .watch(&profile.dir, notify::RecursiveMode::NonRecursive)
+            .context("cannot watch the profile directory")?;
+    }
+    Ok((watcher, wake_rx))
+}
+
+/// Applies one command from the store (`roadie stop|terminate|suspend|resume|set`)
+/// to workflow `uid` of `driver`. A command the engine refuses (a `set` on a
+/// node that is not waiting) is reported on stderr and otherwise ignored.
+pub fn apply_command(driver: &mut Driver, uid: &str, cmd: &serde_json::Value) -> Result<Processed> {
+    let action = cmd.get("action").and_then(|a| a.as_str()).unwrap_or("");
+    let message = cmd.get("message").and_then(|m| m.as_str()).unwrap_or("");
+    let node = cmd.get("node").and_then(|n| n.as_str());
+    let or = |default: &'static str| if message.is_empty() { default } else { message };
+    Ok(match action {
+        "stop" => driver.stop(uid, StopMode::Stop, or("Stopped by user"))?,
+        "terminate" => driver.stop(uid, StopMode::Terminate, or("Terminated by user"))?,
+        "suspend" => driver.suspend(uid)?,
+        "resume" => match node {
+            Some(n) => driver.resume_suspended(uid, Some(n))?,
+            None => driver.unsuspend(uid)?,
+        },
+        "set" => {
+            let params: Vec<(String, String)> = cmd
+                .get("parameters")
+                .and_then(|p| p.as_object())
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| {
+                            let v = v
+                                .as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string());
+                            (k.clone(), v)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            match driver.set_outputs(uid, node.unwrap_or(""), &params)? {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("roadie set on {uid}: {e}");
+                    Processed::default()
+                }
+            }
+        }
+        other => {
+            eprintln!("ignoring unknown command '{other}' for {uid}");
+            Processed::default()
+        }
+    })
+}
+
 /// Tell the workers of `profile` that the queue or a command changed.
 pub fn wake_workers(profile: &Profile) {
     // Best effort: a worker also looks at the queue on its slow tick.
@@ -125,27 +203,12 @@ async fn run(profile: &Profile, opts: WorkerOptions) -> Result<()> {
     }
     let mut driver = Driver::new(profile, store.clone(), opts.max_steps)?;
     driver.set_owner(&owner);
-    let (wake_tx, mut wake_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let wake_path = wake_file(profile);
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res
-            && ev
-                .paths
-                .iter()
-                .any(|p| p.file_name() == wake_path.file_name())
-        {
-            let _ = wake_tx.send(());
-        }
-    })
-    .context("cannot watch the queue's wake file")?;
-    {
-        use notify::Watcher;
-        watcher
-            .watch(&profile.dir, notify::RecursiveMode::NonRecursive)
-            .context("cannot watch the profile directory")?;
-    }
+    let (watcher, mut wake_rx) = watch_wake_file(profile)?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    // A worker stopped (SIGSTOP) when its supervisor dies gets SIGHUP from the
+    // kernel with its orphaned group: hand the workflows back then too.
+    let mut sighup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     let mut slow = tokio::time::interval(SLOW_TICK);
     let mut worker = Worker {
@@ -190,6 +253,7 @@ async fn run(profile: &Profile, opts: WorkerOptions) -> Result<()> {
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
+            _ = sighup.recv() => break,
         }
     }
     // Hand back: stop the steps (their exits are not recorded: the next
@@ -284,38 +348,7 @@ impl Worker {
     fn commands(&mut self, driver: &mut Driver) -> Result<()> {
         for uid in driver.uids() {
             for cmd in self.store.take_commands(&uid)? {
-                let action = cmd.get("action").and_then(|a| a.as_str()).unwrap_or("");
-                let message = cmd.get("message").and_then(|m| m.as_str()).unwrap_or("");
-                let node = cmd.get("node").and_then(|n| n.as_str());
-                let processed = match action {
-                    "stop" => driver.stop(
-                        &uid,
-                        StopMode::Stop,
-                        if message.is_empty() {
-                            "Stopped by user"
-                        } else {
-                            message
-                        },
-                    )?,
-                    "terminate" => driver.stop(
-                        &uid,
-                        StopMode::Terminate,
-                        if message.is_empty() {
-                            "Terminated by user"
-                        } else {
-                            message
-                        },
-                    )?,
-                    "suspend" => driver.suspend(&uid)?,
-                    "resume" => match node {
-                        Some(n) => driver.resume_suspended(&uid, Some(n))?,
-                        None => driver.unsuspend(&uid)?,
-                    },
-                    other => {
-                        eprintln!("worker: ignoring unknown command '{other}' for {uid}");
-                        Processed::default()
-                    }
-                };
+                let processed = apply_command(driver, &uid, &cmd)?;
                 self.finished(&processed)?;
             }
         }

@@ -699,8 +699,8 @@ fn two_daemons_on_one_postgres_run_each_workflow_exactly_once() {
     a.start(2);
     b.start(2);
     // (Whether the workers use PostgreSQL shows below: the workflows are
-    // only in it. `daemon status` cannot tell yet: see the ignored test
-    // `status_and_supervisor_use_the_configured_postgres_store`.)
+    // only in it; `status_and_supervisor_use_the_configured_postgres_store`
+    // checks the supervisor's side.)
     let out = a.env.dir().join("names");
     let src = std::fs::read_to_string(fixture("daemon-rel-append-name.yaml")).expect("fixture");
     let manifest = roadie_spec::parse_workflow(&src, "daemon-rel-append-name.yaml").expect("parse");
@@ -789,7 +789,6 @@ fn two_daemons_on_one_postgres_run_each_workflow_exactly_once() {
 /// goes to the wrong database: that worker's workflows wait out the 30 s
 /// lease instead of moving on at once.
 #[test]
-#[ignore = "fails until the supervisor opens worker::open_store (supervisor.rs StoreThread)"]
 fn status_and_supervisor_use_the_configured_postgres_store() {
     let url = roadie_store::pgtest::fresh_database();
     let a = Daemon::with_store(&url);
