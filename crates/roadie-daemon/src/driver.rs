@@ -198,6 +198,25 @@ impl Driver {
         Ok(out)
     }
 
+    /// `roadie set`: supplied output parameters of a waiting suspend node.
+    /// The inner error is the engine refusing (unknown node, not waiting,
+    /// parameter not declared with `valueFrom.supplied`).
+    pub fn set_outputs(
+        &mut self,
+        uid: &str,
+        node: &str,
+        params: &[(String, String)],
+    ) -> Result<Result<Processed, String>, DriverError> {
+        let mut out = Processed::default();
+        if let Some(a) = self.runs.get_mut(uid) {
+            if let Err(e) = a.run.set_outputs(Utc::now(), node, params) {
+                return Ok(Err(e));
+            }
+            self.settle(uid, &mut out)?;
+        }
+        Ok(Ok(out))
+    }
+
     /// Stop driving a workflow at once, killing its steps (its lease was lost,
     /// or it is handed back to the queue). Nothing more is written for it.
     pub fn abandon(&mut self, uid: &str) {

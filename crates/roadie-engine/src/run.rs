@@ -20,6 +20,10 @@ use roadie_spec::{
 use crate::ids::node_id;
 use crate::scope::{Layered, SiblingScope, visible};
 
+// `roadie set`: supplied outputs of suspend nodes (a child module: it needs the node tree).
+#[path = "suspend_outputs.rs"]
+mod suspend_outputs;
+
 // `containerSet` templates (a child module: it drives pods of the node tree).
 #[path = "container_set.rs"]
 mod container_set;

@@ -409,3 +409,71 @@ spec:
     let msg = s.node("wf").message.clone().unwrap_or_default();
     assert!(msg.contains("example.com/team/tool:3"), "{msg}");
 }
+
+const APPROVAL: &str = r#"
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: approve, template: approve}
+    - - name: release
+        template: print
+        when: "{{steps.approve.outputs.parameters.ok}} == YES"
+        arguments: {parameters: [{name: m, value: "{{steps.approve.outputs.parameters.ok}}"}]}
+  - name: approve
+    suspend: {}
+    outputs:
+      parameters:
+      - name: ok
+        valueFrom: {supplied: {}}
+  - name: print
+    inputs: {parameters: [{name: m}]}
+    container: {image: alpine, command: [echo, "{{inputs.parameters.m}}"]}
+"#;
+
+#[test]
+fn supplied_outputs_of_a_suspend_node_are_set_then_used_after_resume() {
+    let mut s = Sim::new(APPROVAL);
+    assert_eq!(s.node(".approve").phase, NodePhase::Running);
+    // Refused: not declared, not a suspend node, no such node.
+    let now = s.now;
+    let err = s
+        .run
+        .set_outputs(now, "approve", &[("nope".into(), "x".into())])
+        .unwrap_err();
+    assert!(
+        err.contains("no output parameter 'nope' with valueFrom.supplied (it has: ok)"),
+        "{err}"
+    );
+    let err = s
+        .run
+        .set_outputs(now, "wf", &[("ok".into(), "x".into())])
+        .unwrap_err();
+    assert!(err.contains("only suspend nodes"), "{err}");
+    assert!(
+        s.run
+            .set_outputs(now, "ghost", &[])
+            .unwrap_err()
+            .contains("no node named 'ghost'")
+    );
+
+    s.run
+        .set_outputs(now, "approve", &[("ok".into(), "YES".into())])
+        .expect("set");
+    // Setting does not resume.
+    assert!(s.launched.is_empty());
+    assert_eq!(s.node(".approve").phase, NodePhase::Running);
+    s.run.resume_suspended(now, None);
+    s.drain();
+    assert_eq!(s.node(".approve").phase, NodePhase::Succeeded);
+    let l = s.take_launch(".release");
+    assert_eq!(l.argv, ["echo", "YES"]);
+    // Completed: no more setting.
+    let err = s
+        .run
+        .set_outputs(now, "approve", &[("ok".into(), "NO".into())])
+        .unwrap_err();
+    assert!(err.contains("already Succeeded"), "{err}");
+}

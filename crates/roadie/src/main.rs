@@ -197,6 +197,23 @@ enum Command {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Set output parameters of a waiting suspend node (those declared with valueFrom.supplied).
+    #[command(
+        after_help = "Examples:\n  roadie set my-wf-x7k2p --node approve --output-parameter message=yes\n  roadie set my-wf-x7k2p --node-field-selector displayName=approve --output-parameter message=yes\n  roadie resume my-wf-x7k2p"
+    )]
+    Set {
+        /// Workflow name or uid.
+        name: String,
+        /// The suspend node (display name, node name or ID).
+        #[arg(long, required_unless_present = "node_field_selector")]
+        node: Option<String>,
+        /// Argo's form: `displayName=NODE` (also `name=` or `id=`).
+        #[arg(long, conflicts_with = "node")]
+        node_field_selector: Option<String>,
+        /// NAME=VALUE; repeatable.
+        #[arg(long = "output-parameter", value_name = "NAME=VALUE", required = true)]
+        output_parameters: Vec<String>,
+    },
     /// Re-run the failed steps of Failed/Error workflows (and the daemons they need).
     #[command(after_help = "Examples:\n  roadie retry my-wf-x7k2p")]
     Retry {
@@ -301,6 +318,17 @@ fn main() -> ExitCode {
         Command::Resume { names, node } => {
             queue_cmd::command(profile.as_deref(), &names, "resume", node.as_deref())
         }
+        Command::Set {
+            name,
+            node,
+            node_field_selector,
+            output_parameters,
+        } => queue_cmd::set(
+            profile.as_deref(),
+            &name,
+            node.or(node_field_selector).as_deref().unwrap_or_default(),
+            &output_parameters,
+        ),
         Command::Retry { names } => queue_cmd::retry(profile.as_deref(), &names),
         Command::Resubmit { names } => queue_cmd::resubmit(profile.as_deref(), &names),
         Command::Template(cmd) => template_cmd::run(

@@ -231,11 +231,85 @@ pub fn command(
         println!("workflow {} {}", w.name, past(action));
     }
     wake_workers(&profile);
-    if !daemon_running(&profile) {
+    note_if_undriven(&profile, &store, names);
+    Ok(0)
+}
+
+/// Says when nothing will act on a command soon: the workflows are not run by
+/// a `roadie run` process (which takes commands itself) and no daemon runs.
+fn note_if_undriven(profile: &Profile, store: &Store, names: &[String]) {
+    let by_run = names.iter().all(|n| {
+        store.get_workflow(n).ok().flatten().is_some_and(|w| {
+            w.manifest
+                .metadata
+                .annotations
+                .contains_key(crate::orphans::DRIVER_ANNOTATION)
+        })
+    });
+    if !by_run && !daemon_running(profile) {
         eprintln!(
             "note: the daemon is not running; the command takes effect when a worker picks the workflow up"
         );
     }
+}
+
+/// `roadie set` (Argo's `argo node set`): output parameters of a waiting
+/// suspend node, declared with `valueFrom.supplied`. `node` is a display
+/// name, node name or ID, or Argo's `displayName=X` / `name=X` / `id=X`
+/// field selector.
+pub fn set(profile: Option<&str>, name: &str, node: &str, outputs: &[String]) -> Result<u8> {
+    let node = ["displayName=", "name=", "id="]
+        .iter()
+        .find_map(|k| node.strip_prefix(k))
+        .unwrap_or(node);
+    let mut params = serde_json::Map::new();
+    for p in outputs {
+        match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                params.insert(k.to_string(), v.into());
+            }
+            _ => {
+                eprintln!("error: --output-parameter expects NAME=VALUE, got '{p}'");
+                return Ok(EXIT_USAGE);
+            }
+        }
+    }
+    let (profile, store) = open(profile)?;
+    let w = find(&store, name)?;
+    if w.status.phase.is_completed() {
+        bail!("workflow '{}' already {}", w.name, w.status.phase);
+    }
+    // The node may not exist yet (the workflow has not reached it); the
+    // engine checks again when it applies the command.
+    if let Some(n) = w
+        .status
+        .nodes
+        .values()
+        .find(|n| n.id == node || n.name == node || n.display_name == node)
+    {
+        if n.node_type != roadie_spec::NodeType::Suspend {
+            bail!(
+                "node '{node}' of workflow '{}' is not a suspend node",
+                w.name
+            );
+        }
+        if n.phase.is_completed() {
+            bail!(
+                "node '{node}' of workflow '{}' is already {}",
+                w.name,
+                n.phase
+            );
+        }
+    }
+    let cmd = serde_json::json!({"action": "set", "node": node, "parameters": params});
+    store.push_command(&w.uid, &cmd)?;
+    println!(
+        "workflow {} node {node}: set {}",
+        w.name,
+        params.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    wake_workers(&profile);
+    note_if_undriven(&profile, &store, std::slice::from_ref(&w.name));
     Ok(0)
 }
 

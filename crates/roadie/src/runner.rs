@@ -195,12 +195,23 @@ async fn drive(
     let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupts = 0;
     let mut done = show(&mut view, driver.add(&uid, run)?);
+    // `roadie stop|terminate|suspend|resume|set NAME` from another shell push a
+    // command to the store and touch the wake file, as for daemon workers.
+    let (_watcher, mut wake_rx) = roadie_daemon::worker::watch_wake_file(profile)?;
+    done |= take_commands(&store, &mut driver, &uid, &mut view)?;
     while !done {
         if let Some(run) = driver.run(&uid) {
             view.draw(run.status(), &name);
         }
         let processed = tokio::select! {
             wake = driver.wait() => driver.process(wake?)?,
+            Some(()) = wake_rx.recv() => {
+                while wake_rx.try_recv().is_ok() {}
+                if take_commands(&store, &mut driver, &uid, &mut view)? {
+                    break;
+                }
+                Processed::default()
+            }
             _ = sigint.recv() => interrupt(&mut driver, &uid, &mut interrupts, &mut view, "SIGINT").await?,
             _ = sigterm.recv() => interrupt(&mut driver, &uid, &mut interrupts, &mut view, "SIGTERM").await?,
         };
@@ -222,6 +233,24 @@ async fn drive(
         }
     }
     Ok(Some(stored.status.phase))
+}
+
+/// Applies the commands sent to this run; true once the workflow finished.
+fn take_commands(
+    store: &Store,
+    driver: &mut Driver,
+    uid: &str,
+    view: &mut LiveView,
+) -> Result<bool> {
+    let mut done = false;
+    for cmd in store.take_commands(uid)? {
+        if let Some(action) = cmd.get("action").and_then(|a| a.as_str()) {
+            view.note(&format!("received `roadie {action}`"));
+        }
+        let processed = roadie_daemon::worker::apply_command(driver, uid, &cmd)?;
+        done |= show(view, processed);
+    }
+    Ok(done)
 }
 
 /// Shows what changed; true once the workflow finished.
