@@ -520,7 +520,12 @@ fn tick_one(
     };
     let mut woke = false;
     for c in &plan.delete {
+        // The store forgets the log records; the files are ours to remove.
+        let logs = store.node_logs(&c.uid)?;
         if store.delete_workflow(&c.uid)? {
+            for l in logs {
+                let _ = std::fs::remove_file(&l.path);
+            }
             report.deleted.push(c.name.clone());
         }
     }
@@ -609,8 +614,18 @@ fn log(msg: impl std::fmt::Display) {
     );
 }
 
+/// Test-only: the scheduler thread's clock runs this many seconds ahead of
+/// the real one, so an end-to-end test can bring a scheduled time seconds
+/// away without waiting for it. Never set it in normal use.
+pub const TEST_OFFSET_ENV: &str = "ROADIE_CRON_TEST_OFFSET_SECS";
+
 fn scheduler_loop(profile: &Profile) {
     use notify::Watcher;
+    let offset = std::env::var(TEST_OFFSET_ENV)
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .map(chrono::Duration::seconds)
+        .unwrap_or_default();
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let wake_path = wake_file(profile);
     let watched_name = wake_path.file_name().map(|n| n.to_os_string());
@@ -648,7 +663,7 @@ fn scheduler_loop(profile: &Profile) {
             }
         }
         if let Some(s) = &store {
-            let now = chrono::Utc::now();
+            let now = chrono::Utc::now() + offset;
             match tick(s, profile, now) {
                 Ok(r) => {
                     for n in &r.started {

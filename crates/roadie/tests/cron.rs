@@ -154,3 +154,47 @@ fn forbid_skips_while_one_runs_and_suspend_stops_firing() {
     env.roadie(&["terminate", &child("forbid", t4)])
         .expect_code(0);
 }
+
+#[test]
+fn the_daemon_scheduler_starts_a_workflow_on_time_after_a_create_wakes_it() {
+    let mut env = Env::new();
+    // The daemon's scheduler clock runs ahead (test-only knob) so that it
+    // reads 3 s before a whole minute now: "* * * * *" fires in seconds.
+    let real = Utc::now().timestamp();
+    // At least a minute ahead, so the scheduled time is after the
+    // CronWorkflow's creation (real clock) whatever the second is now.
+    let offset = 60 + 57 - real.rem_euclid(60);
+    env.vars
+        .push(("ROADIE_CRON_TEST_OFFSET_SECS".into(), offset.to_string()));
+    let due = real + offset + 3;
+    assert_eq!(due.rem_euclid(60), 0);
+    let _daemon = start_daemon(&env);
+    // Created after the daemon started: the scheduler, idle with nothing to
+    // schedule, must be woken by the create, or it would look only a
+    // minute later, past the grace, and skip the time.
+    let file = cron_file(&env, "minutely", "", "[\"true\"]");
+    let path = std::path::Path::new(&file);
+    let src = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("'0 0 1 1 *'", "'* * * * *'");
+    std::fs::write(path, src).unwrap();
+    env.roadie(&["cron", "create", &file]).expect_code(0);
+
+    let name = format!("minutely-{due}");
+    let wf = wait_for(Duration::from_secs(45), || {
+        let wf = env.get_json_if_any(&name)?;
+        (wf["status"]["phase"] == "Succeeded").then_some(wf)
+    });
+    let wf = wf.unwrap_or_else(|| {
+        let out = env.roadie(&["list"]);
+        let log = env.roadie(&["daemon", "logs"]);
+        panic!(
+            "{name} did not succeed\n{}\n--- daemon log\n{}",
+            out.stdout, log.stdout
+        )
+    });
+    assert_eq!(
+        wf["metadata"]["labels"]["workflows.argoproj.io/cron-workflow"],
+        "minutely"
+    );
+}
