@@ -157,18 +157,47 @@ impl CronWorkflow {
         metadata
             .labels
             .insert(CRON_LABEL.to_string(), self.name().to_string());
-        metadata.annotations.insert(
-            SCHEDULED_TIME_ANNOTATION.to_string(),
-            scheduled.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        );
+        let when = self.scheduled_time_text(scheduled);
+        metadata
+            .annotations
+            .insert(SCHEDULED_TIME_ANNOTATION.to_string(), when.clone());
         Workflow {
             api_version: "argoproj.io/v1alpha1".into(),
             kind: "Workflow".into(),
             metadata,
-            spec: self.spec.workflow_spec.clone(),
+            spec: with_scheduled_time(&self.spec.workflow_spec, &when),
             extra: Default::default(),
         }
     }
+
+    /// The scheduled time as Argo writes it (RFC 3339 in the cron's time zone).
+    fn scheduled_time_text(&self, scheduled: Time) -> String {
+        let tz = self
+            .spec
+            .timezone
+            .as_deref()
+            .and_then(|t| Tz::from_str(t.trim()).ok())
+            .unwrap_or(Tz::UTC);
+        scheduled
+            .with_timezone(&tz)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+}
+
+/// `spec` with `{{workflow.scheduledTime}}` replaced by `when`: the variable
+/// only exists for workflows a CronWorkflow starts, so it is filled in here,
+/// where the scheduled time is known (the engine knows no such variable).
+fn with_scheduled_time(spec: &WorkflowSpec, when: &str) -> WorkflowSpec {
+    const TAGS: [&str; 2] = ["{{workflow.scheduledTime}}", "{{ workflow.scheduledTime }}"];
+    let Ok(text) = serde_json::to_string(spec) else {
+        return spec.clone();
+    };
+    if !TAGS.iter().any(|t| text.contains(t)) {
+        return spec.clone();
+    }
+    // `when` has no character JSON escapes, so it goes in as is.
+    let replaced = TAGS.iter().fold(text, |acc, t| acc.replace(t, when));
+    serde_json::from_str(&replaced).unwrap_or_else(|_| spec.clone())
 }
 
 /// The name of the workflow a CronWorkflow starts for `scheduled` (Argo's).

@@ -198,3 +198,28 @@ fn the_daemon_scheduler_starts_a_workflow_on_time_after_a_create_wakes_it() {
         "minutely"
     );
 }
+
+#[test]
+fn the_argo_example_runs_with_its_scheduled_time() {
+    let env = Env::new();
+    let file = common::shared_dir().join("argo-examples/cron-workflow.yaml");
+    let file = file.display().to_string();
+    env.roadie(&["cron", "create", &file]).expect_code(0);
+    // Decide a far-future time before the daemon starts, so its scheduler
+    // (on the real clock, with "* * * * *") has nothing left to fire.
+    let t = new_year(1);
+    let name = child("hello-world", t);
+    assert_eq!(tick(&env, t, 0), format!("started {name}\n"));
+    let _daemon = start_daemon(&env);
+    env.roadie_within(&["wait", &name], Duration::from_secs(60))
+        .expect_code(0);
+    let out = env.roadie(&["logs", &name]);
+    out.expect_code(0);
+    // Los Angeles is UTC-8 on 1 January.
+    let local = t.with_timezone(&chrono::FixedOffset::west_opt(8 * 3600).unwrap());
+    let expected = format!(
+        "Scheduled on: {}",
+        local.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    assert!(out.stdout.contains(&expected), "{}", out.stdout);
+}

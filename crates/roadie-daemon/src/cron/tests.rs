@@ -319,3 +319,24 @@ fn the_argo_examples_parse() {
         assert!(c.schedule().unwrap().next_after(at(0, 0, 0)).is_some());
     }
 }
+
+#[test]
+fn workflow_scheduled_time_is_filled_in_the_cron_time_zone() {
+    let mut f = Fixture::new("  schedule: '0 9 * * *'\n  timezone: America/Los_Angeles\n");
+    f.cron.spec.workflow_spec = roadie_spec::parse_workflow(
+        "spec:\n  entrypoint: main\n  templates:\n  - name: main\n    container:\n      command: [echo]\n      args: ['at {{workflow.scheduledTime}}', '{{ workflow.scheduledTime }}']\n",
+        "w.yaml",
+    )
+    .unwrap()
+    .spec;
+    let wf = f.cron.workflow_for(at(17, 0, 0));
+    let args = &wf.spec.templates[0].container.as_ref().unwrap().args;
+    assert_eq!(
+        args,
+        &["at 2026-03-02T09:00:00-08:00", "2026-03-02T09:00:00-08:00"]
+    );
+    assert_eq!(
+        wf.metadata.annotations[SCHEDULED_TIME_ANNOTATION],
+        "2026-03-02T09:00:00-08:00"
+    );
+}
