@@ -10,6 +10,7 @@
 //! It prints figures and asserts nothing about time: the machine is shared
 //! and noisy. Run it through `bench/run.sh`, which builds the release binaries.
 
+mod daemon;
 mod engine;
 mod measure;
 mod spawn;
@@ -33,6 +34,7 @@ const USAGE: &str = "\
 usage: roadie-bench [OPTIONS]            run every benchmark and print the tables
        roadie-bench engine [OPTIONS]     only the pure-engine microbenchmark
        roadie-bench spawn [OPTIONS]      only the posix_spawn vs fork comparison
+       roadie-bench daemon [OPTIONS]     daemon throughput (see `roadie-bench daemon --help`)
        roadie-bench engine-one KIND N FEED   one engine run (KIND wide|rooted|chain,
                                          FEED per-event|batched), for profilers
        roadie-bench gen DIR              write the generated workflows to DIR
@@ -119,6 +121,7 @@ fn real_main() -> Result<()> {
             println!("{USAGE}");
             Ok(())
         }
+        Some("daemon") => daemon::run(&args[1..]),
         Some("spawn") => {
             let opts = parse_options(&args[1..])?;
             spawn_table(&opts)
