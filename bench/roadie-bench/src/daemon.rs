@@ -865,6 +865,6 @@ mod tests {
             stat_fields("12 (tokio worker) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14").unwrap();
         assert_eq!(comm, "tokio worker");
         assert_eq!(f[0], "S");
-        assert_eq!(ticks(&f, 11), 10.0);
+        assert_eq!(ticks(&f, 11), 11.0);
     }
 }
