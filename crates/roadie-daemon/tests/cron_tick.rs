@@ -145,3 +145,51 @@ fn a_broken_stored_manifest_is_reported_and_others_still_run() {
     assert_eq!(r.errors[0].0, "broken");
     assert!(r.errors[0].1.contains("spec.schedules"), "{:?}", r.errors);
 }
+
+/// Two schedulers (two connections, as two machines would have) on one
+/// PostgreSQL store run their passes at the same moments, many times: every
+/// scheduled time starts exactly one workflow, and neither pass fails.
+#[test]
+fn two_schedulers_racing_on_postgresql_start_each_time_exactly_once() {
+    let url = roadie_store::pgtest::fresh_database();
+    let home = tempfile::tempdir().unwrap();
+    let profile = Profile::at("default", home.path().join("profiles/default")).unwrap();
+    profile.ensure_dirs().unwrap();
+    let store = Store::open_url(&url).unwrap();
+    let (_h, _p, sqlite) = setup("");
+    store
+        .create_cron(&sqlite.get_cron("c").unwrap().unwrap())
+        .unwrap();
+    const ROUNDS: u32 = 20;
+    let barrier = std::sync::Barrier::new(2);
+    let started: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..2)
+            .map(|_| {
+                let (url, profile, barrier) = (&url, &profile, &barrier);
+                s.spawn(move || {
+                    let mine = Store::open_url(url).unwrap();
+                    let mut started = Vec::new();
+                    for m in 1..=ROUNDS {
+                        barrier.wait();
+                        let r = cron::tick(&mine, profile, at(m, 1)).unwrap();
+                        assert!(r.errors.is_empty(), "{r:?}");
+                        started.extend(r.started);
+                    }
+                    started
+                })
+            })
+            .collect();
+        runs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let mut started = started;
+    started.sort();
+    let expected: Vec<String> = (1..=ROUNDS)
+        .map(|m| cron::child_name("c", at(m, 0)))
+        .collect();
+    assert_eq!(started, expected);
+    assert_eq!(store.queue_depth().unwrap().queued, ROUNDS as usize);
+    assert_eq!(
+        store.get_cron("c").unwrap().unwrap().cursor,
+        Some(at(ROUNDS, 0))
+    );
+}
