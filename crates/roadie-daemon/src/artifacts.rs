@@ -57,6 +57,23 @@ pub fn outputs(repo: &Path, planned: Vec<OutputArtifact>) -> Vec<ArtifactOut> {
         .collect()
 }
 
+/// The emptyDir volumes of a step: each volume key is a directory under
+/// `<profile>/volumes/`.
+pub fn mounts(
+    profile: &Profile,
+    planned: Vec<roadie_engine::VolumeMount>,
+) -> Vec<roadie_runtime::Mount> {
+    let root = profile.dir.join("volumes");
+    planned
+        .into_iter()
+        .map(|m| roadie_runtime::Mount {
+            source: key_path(&root, &m.volume),
+            target: PathBuf::from(m.mount_path),
+            read_only: m.read_only,
+        })
+        .collect()
+}
+
 /// The runtime's outcomes in the engine's terms.
 pub fn outcomes(saved: BTreeMap<String, ArtifactSaved>) -> BTreeMap<String, ArtifactOutcome> {
     saved

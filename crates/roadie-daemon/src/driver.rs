@@ -456,6 +456,7 @@ impl Driver {
                     .collect(),
                 input_artifacts: crate::artifacts::inputs(&repo, step.input_artifacts),
                 output_artifacts: crate::artifacts::outputs(&repo, step.output_artifacts),
+                mounts: crate::artifacts::mounts(&self.profile, step.mounts),
             });
         }
     }

@@ -139,12 +139,33 @@ fn reaches(deps: &BTreeMap<String, Vec<String>>, from: &str, to: &str) -> bool {
 }
 
 /// The template one container runs as: the set's template with this container as its
-/// body; outputs only for `main`, input artifacts only for the first container.
-fn container_template(set: &Template, c: &Container, first: bool) -> Template {
+/// body; outputs only for `main`, input artifacts only for the first container; the set's
+/// `volumeMounts` added to the container's, and its emptyDir volumes shared by the set
+/// (`set_id`).
+fn container_template(set: &Template, c: &Container, first: bool, set_id: &str) -> Template {
     let mut t = set.clone();
-    t.extra.remove("containerSet");
+    let shared_mounts = t
+        .extra
+        .remove("containerSet")
+        .and_then(|cs| cs.get("volumeMounts").cloned())
+        .and_then(|m| m.as_array().cloned())
+        .unwrap_or_default();
+    t.extra.insert(
+        crate::volumes::VOLUME_SCOPE.to_string(),
+        serde_json::Value::String(set_id.to_string()),
+    );
     let mut c = c.clone();
     c.extra.remove("dependencies");
+    if !shared_mounts.is_empty() {
+        let mut mounts = c
+            .extra
+            .get("volumeMounts")
+            .and_then(|m| m.as_array().cloned())
+            .unwrap_or_default();
+        mounts.extend(shared_mounts);
+        c.extra
+            .insert("volumeMounts".into(), serde_json::Value::Array(mounts));
+    }
     t.container = Some(c.clone());
     if c.name.as_deref() != Some("main") {
         t.outputs = Default::default();
@@ -215,7 +236,7 @@ impl WorkflowRun {
             let child = Call {
                 name: format!("{}.{name}", call.name),
                 display: name.clone(),
-                template: Arc::new(container_template(&call.template, c, i == first)),
+                template: Arc::new(container_template(&call.template, c, i == first, &id)),
                 boundary: call.boundary.clone(),
                 parent: Some(id.clone()),
                 inputs: call.inputs.clone(),

@@ -34,9 +34,11 @@ mod images;
 mod library;
 mod run;
 mod scope;
+mod volumes;
 
 pub use artifacts::{Archive, ArtifactOutcome, ArtifactSource, InputArtifact, OutputArtifact};
 pub use ids::node_id;
 pub use images::{ImageDefaults, container_argv, image_defaults};
 pub use library::{apply_workflow_template_ref, resolve_ref};
 pub use run::*;
+pub use volumes::VolumeMount;

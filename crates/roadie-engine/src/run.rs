@@ -69,6 +69,8 @@ pub struct StepLaunch {
     pub input_artifacts: Vec<crate::InputArtifact>,
     /// Output artifacts to save after it exits (report each in `StepExit::artifacts`).
     pub output_artifacts: Vec<crate::OutputArtifact>,
+    /// emptyDir volumes to mount in the step's filesystem.
+    pub mounts: Vec<crate::VolumeMount>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1021,6 +1023,12 @@ impl WorkflowRun {
         let launch = match build_launch(&id, &call.name, &tmpl).and_then(|mut l| {
             l.input_artifacts = crate::artifacts::plan_inputs(&tmpl)?;
             l.output_artifacts = crate::artifacts::plan_outputs(&tmpl, &self.name, &id)?;
+            l.mounts = crate::volumes::plan_mounts(
+                self.wf.spec.extra.get("volumes"),
+                &tmpl,
+                &self.name,
+                &id,
+            );
             Ok(l)
         }) {
             Ok(l) => l,
@@ -3081,6 +3089,7 @@ fn build_launch(id: &str, name: &str, t: &Template) -> Result<StepLaunch, String
         daemon: t.is_daemon(),
         input_artifacts: Vec::new(),
         output_artifacts: Vec::new(),
+        mounts: Vec::new(),
     })
 }
 

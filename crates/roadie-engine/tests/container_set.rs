@@ -259,3 +259,66 @@ fn unknown_dependencies_and_cycles_are_errors_naming_the_container() {
             .is_some_and(|m| m.contains("cycle"))
     );
 }
+
+#[test]
+fn empty_dir_volumes_are_shared_by_the_containers_of_a_set_and_private_to_each_pod() {
+    let yaml = r#"
+metadata: {name: vol}
+spec:
+  entrypoint: main
+  volumes:
+  - {name: wide, emptyDir: {}}
+  - {name: claim, persistentVolumeClaim: {claimName: x}}
+  templates:
+  - name: main
+    steps:
+    - - {name: set, template: set}
+      - {name: solo, template: solo}
+  - name: set
+    volumes:
+    - {name: work, emptyDir: {}}
+    containerSet:
+      volumeMounts:
+      - {name: work, mountPath: /workspace}
+      containers:
+      - {name: a, image: x, command: [echo]}
+      - name: b
+        image: x
+        command: [echo]
+        volumeMounts:
+        - {name: wide, mountPath: /wide, readOnly: true}
+        - {name: claim, mountPath: /claim}
+  - name: solo
+    container:
+      image: x
+      command: [echo]
+      volumeMounts:
+      - {name: wide, mountPath: /wide}
+"#;
+    let mut sim = Sim::new(yaml);
+    let set_id = sim.node("[0].set").id.clone();
+    let a = sim.take_launch("set.a");
+    let b = sim.take_launch("set.b");
+    let solo = sim.take_launch(".solo");
+    let shared = roadie_engine::VolumeMount {
+        volume: format!("vol/{set_id}/work"),
+        mount_path: "/workspace".into(),
+        read_only: false,
+    };
+    assert_eq!(a.mounts, std::slice::from_ref(&shared));
+    let wide = roadie_engine::VolumeMount {
+        volume: format!("vol/{set_id}/wide"),
+        mount_path: "/wide".into(),
+        read_only: true,
+    };
+    // Only emptyDir volumes are mounted; the claim is the host's path.
+    assert_eq!(b.mounts, [wide, shared]);
+    assert_eq!(
+        solo.mounts,
+        [roadie_engine::VolumeMount {
+            volume: format!("vol/{}/wide", solo.node),
+            mount_path: "/wide".into(),
+            read_only: false,
+        }]
+    );
+}

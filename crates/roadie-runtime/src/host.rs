@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -365,11 +365,32 @@ fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<StepRun, Str
         output_files,
         input_artifacts,
         output_artifacts,
+        mounts,
     } = launch;
     if argv.is_empty() && script.is_none() {
         return Err("the step has no command".to_owned());
     }
     let mut log = LogWriter::new(log_path);
+    let (prepared_mounts, note) = match crate::mounts::prepare(&mounts) {
+        Ok(p) => p,
+        Err(message) => {
+            log.write(format!("roadie: {message}\n").as_bytes());
+            return Err(message);
+        }
+    };
+    if let Some(note) = note {
+        log.write(note.as_bytes());
+    }
+    // Files the step sees under a mount are in the volume's directory on the host.
+    let (mut input_artifacts, mut output_artifacts, mut output_files) =
+        (input_artifacts, output_artifacts, output_files);
+    if prepared_mounts.is_some() {
+        let at =
+            |p: &mut PathBuf| *p = crate::mounts::host_path(&mounts, p, working_dir.as_deref());
+        input_artifacts.iter_mut().for_each(|a| at(&mut a.dest));
+        output_artifacts.iter_mut().for_each(|a| at(&mut a.src));
+        output_files.iter_mut().for_each(|(_, p)| at(p));
+    }
     if let Err(message) = crate::artifacts::place_inputs(&input_artifacts, working_dir.as_deref()) {
         log.write(format!("roadie: {message}\n").as_bytes());
         return Err(message);
@@ -409,6 +430,13 @@ fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<StepRun, Str
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(prepared) = prepared_mounts {
+        // SAFETY: `enter` only makes async-signal-safe calls on memory prepared before the
+        // fork.
+        unsafe {
+            cmd.pre_exec(move || crate::mounts::enter(&prepared));
+        }
+    }
 
     let mut slot = match shared.registry.begin() {
         Ok(slot) => slot,

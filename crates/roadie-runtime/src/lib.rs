@@ -28,6 +28,7 @@
 
 mod artifacts;
 mod host;
+mod mounts;
 mod probe;
 mod procfs;
 mod registry;
@@ -38,6 +39,7 @@ use std::path::PathBuf;
 
 pub use artifacts::{ArtifactArchive, ArtifactData, ArtifactIn, ArtifactOut, ArtifactSaved};
 pub use host::HostRuntime;
+pub use mounts::Mount;
 pub use registry::reap_leftovers;
 
 /// Everything needed to start one attempt of a step as a host process.
@@ -67,6 +69,8 @@ pub struct StepLaunch {
     pub input_artifacts: Vec<ArtifactIn>,
     /// Saved after the leader exits, before `Exited` is reported.
     pub output_artifacts: Vec<ArtifactOut>,
+    /// Directories mounted in the step's own mount namespace (see [`Mount`]).
+    pub mounts: Vec<Mount>,
 }
 
 /// A signal roadie sends to a step's whole process group.

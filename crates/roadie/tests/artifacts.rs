@@ -66,3 +66,43 @@ fn a_missing_output_artifact_fails_the_step_with_its_path() {
         "{message}"
     );
 }
+
+#[test]
+fn an_empty_dir_volume_is_shared_by_a_container_set_and_read_for_outputs() {
+    let env = Env::new();
+    let out = env.out_param();
+    let (outcome, wf) = env.run_json(&fixture("volumes.yaml"), "vols", &["-p", &out]);
+    outcome.expect_code(0);
+    assert_eq!(phase(&wf), "Succeeded", "{}", describe_nodes(&wf));
+    assert_eq!(env.node_log("vols", "main"), "shared\n");
+    let set = node(&wf, "vols");
+    assert_eq!(set["type"], "Pod");
+    assert_eq!(set["outputs"]["result"], "shared");
+    assert_eq!(set["outputs"]["parameters"][0]["value"], "shared");
+    for name in ["a", "main"] {
+        assert_eq!(
+            node(&wf, name)["type"],
+            "Container",
+            "{}",
+            describe_nodes(&wf)
+        );
+    }
+    let key = set["outputs"]["artifacts"][0]["s3"]["key"]
+        .as_str()
+        .expect("artifact key");
+    let saved = env.home.path().join("profiles/default/artifacts").join(key);
+    assert_eq!(
+        std::fs::read_to_string(saved).expect("artifact saved"),
+        "shared\n"
+    );
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // The volume was a mount in the steps' namespace: the host directory stayed empty.
+        let host_view = env.dir().join("vol/file");
+        assert!(
+            !host_view.exists(),
+            "{} should not exist",
+            host_view.display()
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! Volume mounts of a step: host directories bind-mounted at paths of the step's own
+//! filesystem view, as a pod's volumes are.
+//!
+//! The step gets a private mount namespace (`unshare(CLONE_NEWNS)` between fork and exec,
+//! mounts made private so nothing propagates back), then one bind mount per volume. The
+//! rest of the filesystem is the host's. Mount points that do not exist are created as
+//! empty directories on the host first (a bind mount needs one). Creating a mount
+//! namespace needs CAP_SYS_ADMIN: without it (roadie not run as root) the step sees the
+//! host directory at the mount path instead, shared with every other step, and its log
+//! says so.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// One directory to mount for a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The host directory (created if missing).
+    pub source: PathBuf,
+    /// Where the step sees it.
+    pub target: PathBuf,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// Mounts ready to be made in the child: C strings built before the fork (no allocation
+/// after it).
+pub(crate) struct Prepared {
+    mounts: Vec<(CString, CString, bool)>,
+}
+
+fn cstring(p: &std::path::Path) -> Result<CString, String> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| format!("path {} contains a NUL byte", p.display()))
+}
+
+/// Creates the directories; returns what the child must mount, or a note for the step's
+/// log when mounts are not possible here.
+pub(crate) fn prepare(mounts: &[Mount]) -> Result<(Option<Prepared>, Option<String>), String> {
+    if mounts.is_empty() {
+        return Ok((None, None));
+    }
+    for m in mounts {
+        std::fs::create_dir_all(&m.source)
+            .map_err(|e| format!("cannot create volume directory {}: {e}", m.source.display()))?;
+        std::fs::create_dir_all(&m.target)
+            .map_err(|e| format!("cannot create mount point {}: {e}", m.target.display()))?;
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        let paths: Vec<String> = mounts
+            .iter()
+            .map(|m| m.target.display().to_string())
+            .collect();
+        return Ok((
+            None,
+            Some(format!(
+                "roadie: volumes are mounted only when roadie runs as root; {} are plain host directories shared with other steps\n",
+                paths.join(", ")
+            )),
+        ));
+    }
+    let mut prepared = Vec::with_capacity(mounts.len());
+    for m in mounts {
+        prepared.push((cstring(&m.source)?, cstring(&m.target)?, m.read_only));
+    }
+    Ok((Some(Prepared { mounts: prepared }), None))
+}
+
+/// Where a path the step sees is on the host: under the deepest mount that holds it, the
+/// path inside the mount's source directory; otherwise the path itself.
+pub(crate) fn host_path(mounts: &[Mount], path: &Path, working_dir: Option<&Path>) -> PathBuf {
+    let abs = match working_dir {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
+    };
+    mounts
+        .iter()
+        .filter_map(|m| abs.strip_prefix(&m.target).ok().map(|rest| (m, rest)))
+        .max_by_key(|(m, _)| m.target.components().count())
+        .map(|(m, rest)| {
+            if rest.as_os_str().is_empty() {
+                m.source.clone()
+            } else {
+                m.source.join(rest)
+            }
+        })
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+/// Runs in the child between fork and exec: a private mount namespace with the mounts.
+///
+/// # Safety
+/// Only async-signal-safe calls (unshare, mount) on memory allocated before the fork.
+pub(crate) unsafe fn enter(p: &Prepared) -> io::Result<()> {
+    // SAFETY: see the function's contract; every pointer is a NUL-terminated string that
+    // outlives the calls.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        for (src, dst, read_only) in &p.mounts {
+            if libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if *read_only
+                && libc::mount(
+                    std::ptr::null(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                    std::ptr::null(),
+                ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
