@@ -168,6 +168,9 @@ fn create_one(store: &Store, file: &str) -> Result<Option<String>> {
             return Ok(None);
         }
     };
+    for key in cwf.spec.extra.keys() {
+        eprintln!("note: {file}: spec.{key} is accepted and not acted on by roadie");
+    }
     // The workflow it will start must be valid now, not at 3 a.m.
     let now = Utc::now();
     let check = roadie_engine::RunOptions {
@@ -228,7 +231,8 @@ fn schedules(c: &StoredCron) -> String {
         .map(|cwf| {
             let mut s = cwf.spec.schedules.clone();
             s.extend(cwf.spec.schedule.clone());
-            s.join(",")
+            // Not ",": cron fields use commas themselves.
+            s.join("; ")
         })
         .unwrap_or_default()
 }
@@ -290,6 +294,12 @@ fn get(store: &Store, name: &str, output: OutputFormat) -> Result<u8> {
             let show = |v: &serde_json::Value| match v {
                 serde_json::Value::Null => "-".to_string(),
                 serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(a) if a.is_empty() => "-".to_string(),
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 other => other.to_string(),
             };
             println!("Name:                {}", c.name);
