@@ -23,6 +23,9 @@ use crate::scope::{Layered, SiblingScope, visible};
 // `roadie set`: supplied outputs of suspend nodes (a child module: it needs the node tree).
 #[path = "suspend_outputs.rs"]
 mod suspend_outputs;
+// `globalName` outputs -> `workflow.outputs.*` and `status.outputs`.
+#[path = "global_outputs.rs"]
+mod global_outputs;
 
 // `containerSet` templates (a child module: it drives pods of the node tree).
 #[path = "container_set.rs"]
@@ -2589,8 +2592,16 @@ impl WorkflowRun {
                 .iter()
                 .find(|a| a.name == p.name)
                 .and_then(|a| a.value.clone())
-                .or_else(|| p.value.clone())
-                .or_else(|| p.default.clone());
+                .or_else(|| {
+                    // The template's own value or default: Argo resolves the
+                    // workflow's variables in it (`{{workflow.outputs.parameters.X}}`).
+                    p.value.clone().or_else(|| p.default.clone()).map(|v| {
+                        match roadie_expr::substitute(&v.0, &self.globals, Unresolved::Keep) {
+                            Ok(text) if v.0.contains("{{") => AnyString(text),
+                            _ => v,
+                        }
+                    })
+                });
             let Some(value) = value else {
                 return Err(format!(
                     "inputs.parameters.{} was not supplied to template '{}'",
@@ -2721,6 +2732,7 @@ impl WorkflowRun {
                 n.daemoned = None;
             }
         });
+        self.publish_global_outputs(id);
     }
 
     fn update_node(&mut self, id: &str, f: impl FnOnce(&mut NodeStatus)) {

@@ -477,3 +477,60 @@ fn supplied_outputs_of_a_suspend_node_are_set_then_used_after_resume() {
         .unwrap_err();
     assert!(err.contains("already Succeeded"), "{err}");
 }
+
+#[test]
+fn global_outputs_reach_later_steps_the_exit_handler_and_status_outputs() {
+    let mut s = Sim::new(
+        r#"
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  onExit: report
+  templates:
+  - name: main
+    steps:
+    - - {name: prepare, template: prepare}
+    - - {name: use, template: show, arguments: {parameters: [{name: p, value: "{{workflow.outputs.parameters.prepared}}"}]}}
+  - name: prepare
+    outputs: {parameters: [{name: out, valueFrom: {path: /tmp/out}, globalName: prepared}]}
+    container: {image: alpine, command: [sh, -c, "printf hi > /tmp/out"]}
+  - name: report
+    steps: [[{name: show, template: show-default}]]
+  - name: show
+    inputs: {parameters: [{name: p}]}
+    container: {image: alpine, command: [echo, "{{inputs.parameters.p}}"]}
+  - name: show-default
+    # A template's own input value referring to a global output resolves too.
+    inputs: {parameters: [{name: p, value: "{{workflow.outputs.parameters.prepared}}"}]}
+    container: {image: alpine, command: [echo, "{{inputs.parameters.p}}"]}
+"#,
+    );
+    let l = s.take_launch(".prepare");
+    s.event(Event::StepStarted {
+        node: l.node.clone(),
+        ip: "127.0.0.1".into(),
+    });
+    s.event(Event::StepExited {
+        node: l.node.clone(),
+        exit: StepExit {
+            code: Some(0),
+            outputs: [("out".to_string(), Some("hi".to_string()))].into(),
+            ..Default::default()
+        },
+    });
+    let outs = s.run.status().outputs.clone().expect("status.outputs");
+    assert_eq!(outs.parameters[0].name, "prepared");
+    assert_eq!(
+        outs.parameters[0].value.as_ref().map(|v| v.0.as_str()),
+        Some("hi")
+    );
+    let l = s.take_launch(".use");
+    assert_eq!(l.argv, ["echo", "hi"]);
+    s.event(Event::StepStarted {
+        node: l.node.clone(),
+        ip: "127.0.0.1".into(),
+    });
+    s.exit_id(&l.node, 0, "hi");
+    let l = s.take_launch(".show");
+    assert_eq!(l.argv, ["echo", "hi"]);
+}

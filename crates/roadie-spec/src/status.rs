@@ -162,4 +162,55 @@ pub struct WorkflowStatus {
     pub progress: Option<String>,
     #[serde(default)]
     pub nodes: BTreeMap<String, NodeStatus>,
+    /// Global outputs: node outputs published under their `globalName`
+    /// (`{{workflow.outputs.parameters.NAME}}`). Derived from the nodes
+    /// ([`global_outputs`]), so a store need not keep it apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Outputs>,
+}
+
+/// The workflow's global outputs, as Argo's `status.outputs`: every output
+/// parameter or artifact of a completed node that has a `globalName`, under
+/// that name. When several nodes publish the same name, the one that finished
+/// last wins, as in Argo where each completion overwrites the global scope.
+pub fn global_outputs(nodes: &BTreeMap<String, NodeStatus>) -> Option<Outputs> {
+    let mut done: Vec<&NodeStatus> = nodes
+        .values()
+        .filter(|n| n.phase.is_completed() && n.outputs.is_some())
+        .collect();
+    done.sort_by_key(|n| n.finished_at);
+    let mut out = Outputs::default();
+    for n in done {
+        let Some(o) = &n.outputs else { continue };
+        for p in &o.parameters {
+            let (Some(g), Some(v)) = (&p.global_name, &p.value) else {
+                continue;
+            };
+            let param = Parameter {
+                name: g.clone(),
+                value: Some(v.clone()),
+                ..Default::default()
+            };
+            match out.parameters.iter_mut().find(|x| &x.name == g) {
+                Some(slot) => *slot = param,
+                None => out.parameters.push(param),
+            }
+        }
+        for a in &o.artifacts {
+            let Some(g) = a.get("globalName").and_then(|g| g.as_str()) else {
+                continue;
+            };
+            let mut art = a.clone();
+            art["name"] = serde_json::Value::String(g.to_string());
+            match out
+                .artifacts
+                .iter_mut()
+                .find(|x| x.get("name").and_then(|n| n.as_str()) == Some(g))
+            {
+                Some(slot) => *slot = art,
+                None => out.artifacts.push(art),
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }

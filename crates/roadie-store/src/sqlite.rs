@@ -1126,6 +1126,7 @@ impl WorkflowRow {
             finished_at: opt_time_from_sql(db, row.finished_at.as_deref(), &what("finishedAt"))?,
             message: row.message,
             progress: row.progress,
+            outputs: roadie_spec::global_outputs(&nodes),
             nodes,
         };
         Ok(StoredWorkflow {
