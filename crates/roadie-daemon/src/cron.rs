@@ -4,7 +4,8 @@
 //! Semantics follow Argo's `workflow/cron` operator:
 //!
 //! - `schedule` / `schedules` are 5-field cron expressions (or `@hourly`,
-//!   `@daily`, ...) read in `timezone` (default: UTC, as roadie has no
+//!   `@daily`, ...) read in `timezone` (default: this machine's local time
+//!   zone, as Argo's default is the controller's;
 //!   cluster; name a zone to get local wall-clock schedules);
 //! - a workflow started for scheduled time `T` is named `NAME-<unix T>` and
 //!   labelled `workflows.argoproj.io/cron-workflow: NAME`, so starting the
@@ -172,15 +173,21 @@ impl CronWorkflow {
 
     /// The scheduled time as Argo writes it (RFC 3339 in the cron's time zone).
     fn scheduled_time_text(&self, scheduled: Time) -> String {
-        let tz = self
+        let named = self
             .spec
             .timezone
             .as_deref()
-            .and_then(|t| Tz::from_str(t.trim()).ok())
-            .unwrap_or(Tz::UTC);
-        scheduled
-            .with_timezone(&tz)
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .and_then(|t| Tz::from_str(t).ok());
+        match named {
+            Some(tz) => scheduled
+                .with_timezone(&tz)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            None => scheduled
+                .with_timezone(&chrono::Local)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }
     }
 }
 
@@ -217,22 +224,30 @@ pub fn is_child_name(cron: &str, workflow: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct Schedule {
     crons: Vec<Cron>,
-    tz: Tz,
+    tz: Zone,
+}
+
+/// Where the cron fields are read: a named zone, or the machine's own.
+#[derive(Debug, Clone, Copy)]
+enum Zone {
+    Named(Tz),
+    Local,
 }
 
 impl Schedule {
     /// Parses Argo's (robfig/cron standard) syntax: 5 fields or a
     /// descriptor (`@yearly`, `@monthly`, `@weekly`, `@daily`, `@hourly`).
-    /// `timezone` is an IANA name; `None` or empty is UTC.
+    /// `timezone` is an IANA name; `None` or empty is the machine's local
+    /// time zone (`TZ`, `/etc/localtime`).
     pub fn new(exprs: &[&str], timezone: Option<&str>) -> Result<Schedule> {
         if exprs.is_empty() {
             bail!("spec.schedules is empty: a CronWorkflow needs at least one schedule");
         }
         let tz = match timezone.map(str::trim).filter(|t| !t.is_empty()) {
-            None => Tz::UTC,
-            Some(name) => Tz::from_str(name).map_err(|e| {
+            None => Zone::Local,
+            Some(name) => Zone::Named(Tz::from_str(name).map_err(|e| {
                 anyhow::anyhow!("spec.timezone: {name:?} is not an IANA time zone ({e})")
-            })?,
+            })?),
         };
         let parser = CronParser::builder()
             .seconds(Seconds::Disallowed)
@@ -255,20 +270,32 @@ impl Schedule {
 
     /// The first scheduled time strictly after `t`.
     pub fn next_after(&self, t: Time) -> Option<Time> {
-        let local = t.with_timezone(&self.tz);
-        self.crons
-            .iter()
-            .filter_map(|c| c.find_next_occurrence(&local, false).ok())
-            .map(|d| d.with_timezone(&chrono::Utc))
-            .min()
+        match self.tz {
+            Zone::Named(tz) => self.next_in(&t.with_timezone(&tz)),
+            Zone::Local => self.next_in(&t.with_timezone(&chrono::Local)),
+        }
     }
 
     /// The last scheduled time at or before `t`.
     pub fn latest_at_or_before(&self, t: Time) -> Option<Time> {
-        let local = t.with_timezone(&self.tz);
+        match self.tz {
+            Zone::Named(tz) => self.latest_in(&t.with_timezone(&tz)),
+            Zone::Local => self.latest_in(&t.with_timezone(&chrono::Local)),
+        }
+    }
+
+    fn next_in<Z: TimeZone>(&self, t: &chrono::DateTime<Z>) -> Option<Time> {
         self.crons
             .iter()
-            .filter_map(|c| c.find_previous_occurrence(&local, true).ok())
+            .filter_map(|c| c.find_next_occurrence(t, false).ok())
+            .map(|d| d.with_timezone(&chrono::Utc))
+            .min()
+    }
+
+    fn latest_in<Z: TimeZone>(&self, t: &chrono::DateTime<Z>) -> Option<Time> {
+        self.crons
+            .iter()
+            .filter_map(|c| c.find_previous_occurrence(t, true).ok())
             .map(|d| d.with_timezone(&chrono::Utc))
             .max()
     }

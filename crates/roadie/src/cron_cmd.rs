@@ -17,7 +17,7 @@ pub enum CronCommand {
     /// Store CronWorkflows from files (YAML or JSON, kind: CronWorkflow); the
     /// daemon starts their workflows on schedule.
     #[command(
-        after_help = "Examples:\n  roadie cron create nightly.yaml\n  roadie cron create crons/*.yaml\n\nA CronWorkflow of the same name must be deleted first. Schedules are read in spec.timezone, UTC when unset."
+        after_help = "Examples:\n  roadie cron create nightly.yaml\n  roadie cron create crons/*.yaml\n\nA CronWorkflow of the same name must be deleted first. Schedules are read in spec.timezone, this machine's time zone when unset."
     )]
     Create {
         #[arg(required = true)]

@@ -39,7 +39,7 @@ fn cron_file(env: &Env, name: &str, extra: &str, command: &str) -> String {
         &path,
         format!(
             "apiVersion: argoproj.io/v1alpha1\nkind: CronWorkflow\nmetadata:\n  name: {name}\n\
-             spec:\n  schedules: ['0 0 1 1 *']\n{extra}  workflowSpec:\n    entrypoint: main\n\
+             spec:\n  schedules: ['0 0 1 1 *']\n  timezone: UTC\n{extra}  workflowSpec:\n    entrypoint: main\n\
              \x20   templates:\n    - name: main\n      container:\n        command: {command}\n"
         ),
     )

@@ -8,7 +8,15 @@ fn at(h: u32, m: u32, s: u32) -> Time {
     Utc.with_ymd_and_hms(2026, 3, 2, h, m, s).unwrap()
 }
 
+/// A CronWorkflow named `c` (in UTC unless `yaml_spec` names a zone, so the
+/// tests do not depend on the machine's time zone).
 fn cron(yaml_spec: &str) -> CronWorkflow {
+    let zone = if yaml_spec.contains("timezone:") {
+        ""
+    } else {
+        "  timezone: UTC\n"
+    };
+    let yaml_spec = format!("{yaml_spec}{zone}");
     let src = format!(
         "apiVersion: argoproj.io/v1alpha1\nkind: CronWorkflow\nmetadata:\n  name: c\nspec:\n{yaml_spec}  workflowSpec:\n    entrypoint: main\n"
     );
@@ -276,7 +284,7 @@ fn the_timezone_moves_the_wall_clock_schedule() {
 
 #[test]
 fn descriptors_parse_and_bad_input_names_the_field() {
-    let s = Schedule::new(&["@hourly"], None).unwrap();
+    let s = Schedule::new(&["@hourly"], Some("UTC")).unwrap();
     assert_eq!(s.next_after(at(10, 0, 0)), Some(at(11, 0, 0)));
     let s = Schedule::new(&["@daily"], Some("UTC")).unwrap();
     assert_eq!(s.latest_at_or_before(at(10, 0, 0)), Some(at(0, 0, 0)));
@@ -339,4 +347,14 @@ fn workflow_scheduled_time_is_filled_in_the_cron_time_zone() {
         wf.metadata.annotations[SCHEDULED_TIME_ANNOTATION],
         "2026-03-02T09:00:00-08:00"
     );
+}
+
+#[test]
+fn without_a_timezone_the_machine_local_zone_is_used() {
+    use chrono::Timelike;
+    let s = Schedule::new(&["0 9 * * *"], None).unwrap();
+    let next = s.next_after(at(0, 0, 0)).unwrap();
+    let local = next.with_timezone(&chrono::Local);
+    assert_eq!((local.hour(), local.minute()), (9, 0));
+    assert!(next > at(0, 0, 0) && next <= at(0, 0, 0) + chrono::Duration::days(1));
 }
