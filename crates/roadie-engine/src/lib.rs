@@ -29,6 +29,7 @@
 //! outliving the workflow, retried when they exit by themselves).
 
 mod artifacts;
+mod globals;
 mod ids;
 mod images;
 mod library;

@@ -318,6 +318,7 @@ impl WorkflowRun {
         for (k, v) in &wf.metadata.annotations {
             globals.insert(format!("workflow.annotations.{k}"), v.clone());
         }
+        globals.extend(crate::globals::start_globals(&wf, &params, now));
         let deadline = wf
             .spec
             .active_deadline_seconds
