@@ -70,6 +70,56 @@ pub fn mounts(
             source: key_path(&root, &m.volume),
             target: PathBuf::from(m.mount_path),
             read_only: m.read_only,
+            scratch: false,
+        })
+        .collect()
+}
+
+/// `ROADIE_PRIVATE_DIRS`: directories (`:`-separated, e.g. `/tmp:/mnt`) that each step gets
+/// a private, empty copy of, as each pod has its own `/tmp`. Off by default: host steps
+/// that pass files through `/tmp` keep working. Needs root (see `roadie_runtime::Mount`).
+pub fn private_dirs_from_env() -> Vec<PathBuf> {
+    std::env::var_os("ROADIE_PRIVATE_DIRS")
+        .map(|v| {
+            std::env::split_paths(&v)
+                .filter(|p| p.is_absolute() && p.parent().is_some())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The scratch mounts of one step attempt for `private` directories, under
+/// `<profile>/state/scratch/<node>/`. A directory that holds the profile, roadie's
+/// working directory or the step's is skipped: the step (or roadie) needs the real one.
+pub fn scratch_mounts(
+    profile: &Profile,
+    private: &[PathBuf],
+    node: &str,
+    working_dir: Option<&Path>,
+) -> Vec<roadie_runtime::Mount> {
+    let cwd = std::env::current_dir().ok();
+    let holds = |dir: &Path, p: Option<&Path>| p.is_some_and(|p| p.starts_with(dir));
+    private
+        .iter()
+        .filter(|d| {
+            !holds(d, Some(&profile.dir)) && !holds(d, cwd.as_deref()) && !holds(d, working_dir)
+        })
+        .map(|d| {
+            let name: String = d
+                .to_string_lossy()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            roadie_runtime::Mount {
+                source: profile
+                    .state_dir()
+                    .join("scratch")
+                    .join(node.replace('/', "_"))
+                    .join(name),
+                target: d.clone(),
+                read_only: false,
+                scratch: true,
+            }
         })
         .collect()
 }

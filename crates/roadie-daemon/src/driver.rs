@@ -435,6 +435,7 @@ impl Driver {
 
     fn start_waiting(&mut self) {
         let repo = crate::artifacts::repository(&self.profile);
+        let private = crate::artifacts::private_dirs_from_env();
         while self.running_steps < self.max_steps {
             let Some(w) = self.waiting.pop_front() else {
                 break;
@@ -442,6 +443,14 @@ impl Driver {
             self.running_steps += 1;
             self.node_owner.insert(w.step.node.clone(), w.uid);
             let step = w.step;
+            // Private directories first: volumes may be mounted inside them.
+            let mut mounts = crate::artifacts::scratch_mounts(
+                &self.profile,
+                &private,
+                &step.node,
+                step.working_dir.as_deref().map(std::path::Path::new),
+            );
+            mounts.extend(crate::artifacts::mounts(&self.profile, step.mounts));
             self.host.start(roadie_runtime::StepLaunch {
                 key: step.node,
                 argv: step.argv,
@@ -456,7 +465,7 @@ impl Driver {
                     .collect(),
                 input_artifacts: crate::artifacts::inputs(&repo, step.input_artifacts),
                 output_artifacts: crate::artifacts::outputs(&repo, step.output_artifacts),
-                mounts: crate::artifacts::mounts(&self.profile, step.mounts),
+                mounts,
             });
         }
     }
