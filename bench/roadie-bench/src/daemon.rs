@@ -349,12 +349,19 @@ fn cli_submit(
         for _ in 0..submitters {
             s.spawn(|| {
                 let mut mine = Vec::new();
-                while next.fetch_add(1, Ordering::Relaxed) < n {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
                     let t = Instant::now();
+                    // An explicit --name: generateName's 5 random characters
+                    // (27^5 names) collide about once in 5,000 submissions,
+                    // and `roadie submit` fails then instead of drawing again.
                     let r = Command::new(roadie)
                         .arg("submit")
                         .arg(file)
-                        .args(["-o", "name"])
+                        .args(["-o", "name", "--name", &format!("bench-cli-{i:06}")])
                         .env("ROADIE_HOME", home)
                         .env_remove("ROADIE_PROFILE")
                         .env_remove("ROADIE_STORE")
