@@ -319,6 +319,8 @@ struct StepRun {
     log: LogWriter,
     output_files: Vec<(String, PathBuf)>,
     output_artifacts: Vec<crate::ArtifactOut>,
+    /// Mounts whose scratch directories go once the outputs are read.
+    mounts: Vec<crate::Mount>,
     working_dir: Option<PathBuf>,
     script_path: Option<PathBuf>,
 }
@@ -458,12 +460,14 @@ fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<StepRun, Str
             log,
             output_files,
             output_artifacts,
+            mounts,
             working_dir,
             script_path,
         }),
         Err(e) => {
             shared.registry.end(slot);
             cleanup_script(&script_path);
+            crate::mounts::remove_scratch(&mounts);
             let message = describe_spawn_error(&program, working_dir.as_deref(), &e);
             // `roadie logs` should say why there is no output.
             log.write(format!("roadie: {message}\n").as_bytes());
@@ -507,6 +511,7 @@ async fn supervise(shared: Arc<Shared>, run: StepRun) {
         mut log,
         output_files,
         output_artifacts,
+        mounts,
         working_dir,
         script_path,
     } = run;
@@ -605,6 +610,9 @@ async fn supervise(shared: Arc<Shared>, run: StepRun) {
         artifacts,
         message,
     };
+    if mounts.iter().any(|m| m.scratch) {
+        let _ = tokio::task::spawn_blocking(move || crate::mounts::remove_scratch(&mounts)).await;
+    }
     tracing::debug!(key, message = exit.message, "step exited");
     shared.finish(
         &key,

@@ -23,6 +23,10 @@ pub struct Mount {
     pub target: PathBuf,
     /// Mounted read-only.
     pub read_only: bool,
+    /// A scratch directory of this step alone (a private `/tmp`): emptied before the step
+    /// starts, world-writable with the sticky bit like `/tmp`, and removed after it exits
+    /// (once its outputs are read).
+    pub scratch: bool,
 }
 
 /// Mounts ready to be made in the child: C strings built before the fork (no allocation
@@ -42,11 +46,22 @@ pub(crate) fn prepare(mounts: &[Mount]) -> Result<(Option<Prepared>, Option<Stri
     if mounts.is_empty() {
         return Ok((None, None));
     }
-    for m in mounts {
+    for (i, m) in mounts.iter().enumerate() {
+        if m.scratch {
+            // Left over from a crashed run of the same attempt: start empty.
+            let _ = std::fs::remove_dir_all(&m.source);
+        }
         std::fs::create_dir_all(&m.source)
             .map_err(|e| format!("cannot create volume directory {}: {e}", m.source.display()))?;
-        std::fs::create_dir_all(&m.target)
-            .map_err(|e| format!("cannot create mount point {}: {e}", m.target.display()))?;
+        // The mount point as the step will see it: inside an earlier mount, it must exist there.
+        let point = host_path(&mounts[..i], &m.target, None);
+        std::fs::create_dir_all(&point)
+            .map_err(|e| format!("cannot create mount point {}: {e}", point.display()))?;
+        if m.scratch {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&m.source, std::fs::Permissions::from_mode(0o1777))
+                .map_err(|e| format!("cannot set the mode of {}: {e}", m.source.display()))?;
+        }
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -88,6 +103,15 @@ pub(crate) fn host_path(mounts: &[Mount], path: &Path, working_dir: Option<&Path
             }
         })
         .unwrap_or_else(|| path.to_path_buf())
+}
+
+/// Removes the scratch directories of a step that has ended.
+pub(crate) fn remove_scratch(mounts: &[Mount]) {
+    for m in mounts.iter().filter(|m| m.scratch) {
+        if let Err(e) = std::fs::remove_dir_all(&m.source) {
+            tracing::warn!(dir = %m.source.display(), error = %e, "cannot remove a step's scratch directory");
+        }
+    }
 }
 
 /// Runs in the child between fork and exec: a private mount namespace with the mounts.

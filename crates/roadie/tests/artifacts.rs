@@ -106,3 +106,39 @@ fn an_empty_dir_volume_is_shared_by_a_container_set_and_read_for_outputs() {
         );
     }
 }
+
+#[test]
+fn private_dirs_give_each_step_its_own_copy_of_a_directory() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: private directories need root (mount namespaces)");
+        return;
+    }
+    let mut env = Env::new();
+    env.vars
+        .push(("ROADIE_PRIVATE_DIRS".into(), "/var/tmp".into()));
+    let (outcome, wf) = env.run_json(&fixture("private-dirs.yaml"), "priv", &[]);
+    outcome.expect_code(0);
+    assert_eq!(phase(&wf), "Succeeded", "{}", describe_nodes(&wf));
+    for name in ["one", "two"] {
+        let n = node(&wf, name);
+        assert_eq!(n["outputs"]["result"], name, "{}", describe_nodes(&wf));
+        assert_eq!(n["outputs"]["parameters"][0]["value"], name);
+    }
+    assert!(
+        !std::path::Path::new("/var/tmp/roadie-private-dirs-check").exists(),
+        "the host's /var/tmp was not written"
+    );
+    let scratch = env.home.path().join("profiles/default/state/scratch");
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .map(|d| d.filter_map(|e| e.ok()).collect())
+        .unwrap_or_default();
+    let leftover: Vec<_> = left
+        .iter()
+        .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten())
+        .collect();
+    assert!(
+        leftover.is_empty(),
+        "scratch directories are removed: {leftover:?}"
+    );
+}
