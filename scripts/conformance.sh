@@ -95,6 +95,8 @@ run_one() {
         limit=$known_limit
     fi
     export ROADIE_HOME=$dir/home NO_COLOR=1 PATH=$shims:$PATH:/usr/games
+    # Each step its own /tmp and /mnt, as each pod has (used when root).
+    export ROADIE_PRIVATE_DIRS=/tmp:/mnt
     unset ROADIE_PROFILE
     local -a launch=("$roadie")
     if [[ $isolate == 1 ]]; then

@@ -239,6 +239,8 @@ impl Run<'_> {
             .env("ROADIE_HOME", &self.home)
             .env_remove("ROADIE_PROFILE")
             .env("NO_COLOR", "1")
+            // Each step its own /tmp and /mnt, as each pod has (used when root).
+            .env("ROADIE_PRIVATE_DIRS", "/tmp:/mnt")
             .env(
                 "PATH",
                 format!("{}:{path}:/usr/games", self.suite.shims.to_string_lossy()),
