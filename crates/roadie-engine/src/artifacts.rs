@@ -398,14 +398,24 @@ fn location(name: &str, path: &str, key: &str) -> Value {
 }
 
 /// Outputs of a steps/DAG template: `outputs.artifacts[].from` resolved
-/// against its children (`{{steps.X.outputs.artifacts.Y}}`).
+/// against its children (`{{steps.X.outputs.artifacts.Y}}`), or
+/// `fromExpression` evaluated (`cond ? steps.a.outputs.artifacts.r : steps.b...`).
+/// An artifact that resolves to nothing (its step was skipped) is left out.
 pub fn template_outputs(tmpl: &Template, scope: &dyn Scope) -> Vec<Value> {
     let mut out = Vec::new();
     for a in &tmpl.outputs.artifacts {
-        let Some(from) = str_field(a, "from") else {
-            continue;
-        };
-        let Ok(text) = roadie_expr::substitute(from, scope, Unresolved::Error) else {
+        let text = if let Some(from) = str_field(a, "from") {
+            match roadie_expr::substitute(from, scope, Unresolved::Error) {
+                Ok(t) => t,
+                Err(_) => continue,
+            }
+        } else if let Some(expr) = str_field(a, "fromExpression") {
+            match roadie_expr::eval_expr(expr, &roadie_expr::scope_env(scope)) {
+                Ok(Value::String(t)) => t,
+                Ok(v @ Value::Object(_)) => v.to_string(),
+                _ => continue,
+            }
+        } else {
             continue;
         };
         let Ok(Value::Object(src)) = serde_json::from_str::<Value>(&text) else {

@@ -136,6 +136,15 @@ impl Scope for Layered<'_> {
                                 );
                             }
                         }
+                        // As JSON, for `fromExpression` (the artifact a ternary picks).
+                        for a in &outs.artifacts {
+                            if let Some(art) = a.get("name").and_then(|n| n.as_str()) {
+                                f(
+                                    &format!("{}.{name}.outputs.artifacts.{art}", s.prefix),
+                                    &a.to_string(),
+                                );
+                            }
+                        }
                     }
                 }
             }

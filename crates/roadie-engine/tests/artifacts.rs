@@ -416,3 +416,65 @@ spec:
         ArtifactSource::Raw("from the workflow".into())
     );
 }
+
+#[test]
+fn steps_outputs_from_expression_pick_the_artifact_of_the_step_that_ran() {
+    let yaml = r#"
+metadata: {name: cond}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - name: flip
+        template: flip
+    - - name: heads
+        template: gen
+        when: "{{steps.flip.outputs.result}} == heads"
+      - name: tails
+        template: gen
+        when: "{{steps.flip.outputs.result}} == tails"
+    outputs:
+      artifacts:
+      - name: result
+        fromExpression: "steps['flip'].outputs.result == 'heads' ? steps.heads.outputs.artifacts.r : steps.tails.outputs.artifacts.r"
+  - name: flip
+    container: {image: x, command: [echo, tails]}
+  - name: gen
+    container: {image: x, command: [true]}
+    outputs:
+      artifacts:
+      - name: r
+        path: /tmp/r.txt
+"#;
+    let mut sim = Sim::new(yaml);
+    let flip = sim.take_launch(".flip");
+    sim.run.handle(
+        sim.now,
+        Event::StepStarted {
+            node: flip.node.clone(),
+            ip: "127.0.0.1".into(),
+        },
+    );
+    sim.run.handle(
+        sim.now,
+        Event::StepExited {
+            node: flip.node.clone(),
+            exit: StepExit {
+                code: Some(0),
+                stdout: "tails".into(),
+                ..Default::default()
+            },
+        },
+    );
+    sim.drain();
+    let tails = sim.take_launch(".tails");
+    let key = tails.output_artifacts[0].key.clone();
+    sim.finish(&tails, &[("r", ArtifactOutcome::Saved)]);
+    assert_eq!(sim.run.status().phase, WorkflowPhase::Succeeded);
+    let root = sim.node("cond");
+    assert_eq!(
+        root.outputs.as_ref().expect("outputs").artifacts,
+        vec![serde_json::json!({"name": "result", "path": "/tmp/r.txt", "s3": {"key": key}})]
+    );
+}
