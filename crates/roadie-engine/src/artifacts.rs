@@ -83,6 +83,18 @@ pub enum ArtifactOutcome {
     Failed(String),
 }
 
+/// Artifact locations of Argo that need a remote store roadie does not reach.
+const REMOTE: [&str; 8] = [
+    "http",
+    "git",
+    "gcs",
+    "oss",
+    "hdfs",
+    "artifactory",
+    "azure",
+    "huggingFace",
+];
+
 fn str_field<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
 }
@@ -255,6 +267,10 @@ pub fn plan_inputs(tmpl: &Template) -> Result<Vec<InputArtifact>, String> {
         } else if let Some(key) = key_of(a) {
             check_key(&what, key)?;
             ArtifactSource::Key(key.to_string())
+        } else if let Some(kind) = REMOTE.iter().find(|k| a.get(**k).is_some()) {
+            return Err(format!(
+                "{what}: {kind} artifacts are not supported; roadie's local repository holds raw data and keys (s3.key)"
+            ));
         } else if is_optional(a) {
             continue;
         } else {

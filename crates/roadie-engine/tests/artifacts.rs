@@ -478,3 +478,30 @@ spec:
         vec![serde_json::json!({"name": "result", "path": "/tmp/r.txt", "s3": {"key": key}})]
     );
 }
+
+#[test]
+fn remote_artifact_locations_are_refused_with_their_kind() {
+    let yaml = r#"
+metadata: {name: remote}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    inputs:
+      artifacts:
+      - name: src
+        path: /src
+        git: {repo: "https://example.invalid/x.git"}
+    container: {image: x, command: [ls, /src]}
+"#;
+    let sim = Sim::new(yaml);
+    let root = sim.node("remote");
+    assert_eq!(root.phase, NodePhase::Error);
+    assert!(
+        root.message
+            .as_deref()
+            .is_some_and(|m| m.contains("input artifact 'src'") && m.contains("git artifacts")),
+        "{:?}",
+        root.message
+    );
+}

@@ -351,3 +351,154 @@ fn write_tgz(src: &Path, dest: &Path, level: u32) -> io::Result<()> {
     io::Write::flush(&mut file)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(name: &str, src: &Path, dest: &Path, archive: ArtifactArchive) -> ArtifactOut {
+        ArtifactOut {
+            name: name.into(),
+            src: src.into(),
+            dest: dest.into(),
+            archive,
+        }
+    }
+
+    fn input(dest: &Path, src: &Path, sub_path: Option<&str>) -> ArtifactIn {
+        ArtifactIn {
+            name: "in".into(),
+            dest: dest.into(),
+            source: ArtifactData::Path(src.into()),
+            sub_path: sub_path.map(PathBuf::from),
+            optional: false,
+            mode: None,
+        }
+    }
+
+    fn tree(root: &Path) {
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::write(root.join("a.txt"), "A").unwrap();
+        fs::write(root.join("sub/b.txt"), "B").unwrap();
+    }
+
+    #[test]
+    fn files_and_trees_round_trip_through_tgz_and_plain_copies() {
+        let d = tempfile::tempdir().unwrap();
+        let step = d.path().join("step");
+        tree(&step.join("tree"));
+        fs::write(step.join("file.txt"), "hello").unwrap();
+        let repo = d.path().join("repo");
+        let saved = save_outputs(
+            &[
+                out(
+                    "f",
+                    &step.join("file.txt"),
+                    &repo.join("k/f.tgz"),
+                    ArtifactArchive::TarGz(6),
+                ),
+                out(
+                    "t",
+                    &step.join("tree"),
+                    &repo.join("k/t.tgz"),
+                    ArtifactArchive::TarGz(0),
+                ),
+                out(
+                    "n",
+                    &step.join("tree"),
+                    &repo.join("k/tree"),
+                    ArtifactArchive::None,
+                ),
+                out(
+                    "m",
+                    &step.join("missing"),
+                    &repo.join("k/m"),
+                    ArtifactArchive::None,
+                ),
+            ],
+            None,
+        );
+        assert_eq!(saved["f"], ArtifactSaved::Saved);
+        assert_eq!(saved["t"], ArtifactSaved::Saved);
+        assert_eq!(saved["n"], ArtifactSaved::Saved);
+        assert_eq!(saved["m"], ArtifactSaved::Missing);
+        assert!(is_gzip(&repo.join("k/t.tgz")), "level 0 is still gzip");
+
+        let next = d.path().join("next");
+        place_inputs(
+            &[
+                input(&next.join("file"), &repo.join("k/f.tgz"), None),
+                input(&next.join("tree"), &repo.join("k/t.tgz"), None),
+                input(
+                    &next.join("b-from-tgz"),
+                    &repo.join("k/t.tgz"),
+                    Some("sub/b.txt"),
+                ),
+                input(&next.join("plain"), &repo.join("k/tree"), None),
+                input(&next.join("b"), &repo.join("k/tree"), Some("sub/b.txt")),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(fs::read_to_string(next.join("file")).unwrap(), "hello");
+        assert_eq!(
+            fs::read_to_string(next.join("tree/sub/b.txt")).unwrap(),
+            "B"
+        );
+        assert_eq!(fs::read_to_string(next.join("b-from-tgz")).unwrap(), "B");
+        assert_eq!(fs::read_to_string(next.join("plain/a.txt")).unwrap(), "A");
+        assert_eq!(fs::read_to_string(next.join("b")).unwrap(), "B");
+        // No temporary directory is left next to the placed artifacts.
+        let mut names: Vec<String> = fs::read_dir(&next)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["b", "b-from-tgz", "file", "plain", "tree"]);
+    }
+
+    #[test]
+    fn inputs_replace_leftovers_and_keep_gzip_files_that_are_not_tarballs() {
+        let d = tempfile::tempdir().unwrap();
+        let gz = d.path().join("data.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        io::Write::write_all(&mut enc, b"not a tar").unwrap();
+        fs::write(&gz, enc.finish().unwrap()).unwrap();
+        let dest = d.path().join("step/in");
+        // A directory left by an earlier step at the input's path.
+        tree(&dest);
+        place_inputs(&[input(&dest, &gz, None)], None).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), fs::read(&gz).unwrap());
+
+        let raw = ArtifactIn {
+            name: "raw".into(),
+            dest: d.path().join("step/raw"),
+            source: ArtifactData::Raw("text".into()),
+            sub_path: None,
+            optional: false,
+            mode: Some(0o600),
+        };
+        let missing = ArtifactIn {
+            optional: true,
+            ..input(&d.path().join("step/opt"), &d.path().join("nope"), None)
+        };
+        place_inputs(&[raw, missing], None).unwrap();
+        let raw_path = d.path().join("step/raw");
+        assert_eq!(fs::read_to_string(&raw_path).unwrap(), "text");
+        assert_eq!(
+            fs::metadata(&raw_path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(!d.path().join("step/opt").exists());
+
+        let err = place_inputs(
+            &[input(&d.path().join("x"), &d.path().join("nope"), None)],
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("input artifact 'in'") && err.contains("nope"),
+            "{err}"
+        );
+    }
+}
