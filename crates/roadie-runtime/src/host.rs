@@ -112,6 +112,14 @@ impl Shared {
         self.live.send_replace(steps.map.len());
     }
 
+    /// The leader's pid of a running step (exec probes enter its mount namespace).
+    pub(crate) fn running_pid(&self, key: &str) -> Option<i32> {
+        match self.lock().map.get(key) {
+            Some(StepState::Running { pgid }) => Some(*pgid),
+            _ => None,
+        }
+    }
+
     fn mark_running(&self, key: &str, pgid: i32, pid: u32) {
         let mut steps = self.lock();
         if let Some(state) = steps.map.get_mut(key) {

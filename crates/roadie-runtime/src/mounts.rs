@@ -105,6 +105,34 @@ pub(crate) fn host_path(mounts: &[Mount], path: &Path, working_dir: Option<&Path
         .unwrap_or_else(|| path.to_path_buf())
 }
 
+/// The mount namespace of process `pid` when it is not roadie's own (the step has private
+/// directories or volumes): an open handle, so that exec probes see the step's files as
+/// Kubernetes' exec probes run inside the container.
+pub(crate) fn foreign_mount_ns(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::unix::fs::MetadataExt;
+    let path = format!("/proc/{pid}/ns/mnt");
+    let theirs = std::fs::metadata(&path).ok()?;
+    let ours = std::fs::metadata("/proc/self/ns/mnt").ok()?;
+    if theirs.ino() == ours.ino() && theirs.dev() == ours.dev() {
+        return None;
+    }
+    std::fs::File::open(&path)
+        .ok()
+        .map(std::os::fd::OwnedFd::from)
+}
+
+/// Runs in a probe's child between fork and exec: enter the step's mount namespace.
+///
+/// # Safety
+/// `fd` must be an open namespace handle; setns is async-signal-safe.
+pub(crate) unsafe fn enter_ns(fd: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: see the function's contract.
+    if unsafe { libc::setns(fd, libc::CLONE_NEWNS) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Removes the scratch directories of a step that has ended.
 pub(crate) fn remove_scratch(mounts: &[Mount]) {
     for m in mounts.iter().filter(|m| m.scratch) {

@@ -203,7 +203,7 @@ pub(crate) struct ExecProbe {
 
 /// Spawns an exec probe (on the spawner thread) and hands it to a watching task.
 pub(crate) fn launch_exec(shared: &Arc<Shared>, job: ExecProbe) {
-    match spawn_exec(shared, &job.argv) {
+    match spawn_exec(shared, &job.key, &job.argv) {
         Ok((spawned, reader, slot)) => {
             shared
                 .handle
@@ -219,7 +219,11 @@ pub(crate) fn launch_exec(shared: &Arc<Shared>, job: ExecProbe) {
     }
 }
 
-fn spawn_exec(shared: &Shared, argv: &[String]) -> Result<(Spawned, OwnedFd, Slot), String> {
+fn spawn_exec(
+    shared: &Shared,
+    key: &str,
+    argv: &[String],
+) -> Result<(Spawned, OwnedFd, Slot), String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("exec probe has an empty command".to_owned());
     };
@@ -233,6 +237,20 @@ fn spawn_exec(shared: &Shared, argv: &[String]) -> Result<(Spawned, OwnedFd, Slo
         .stdin(Stdio::null())
         .stdout(writer_copy)
         .stderr(writer);
+    // Run where the step's files are: in its mount namespace when it has its own. The
+    // handle stays open (in this scope) until the child has entered it.
+    let step_ns = shared
+        .running_pid(key)
+        .and_then(crate::mounts::foreign_mount_ns);
+    if let Some(ns) = &step_ns {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(ns);
+        // SAFETY: `enter_ns` only calls setns on a handle that outlives the spawn.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                crate::mounts::enter_ns(fd)
+            });
+        }
+    }
     let mut slot = shared
         .registry
         .begin()

@@ -142,3 +142,20 @@ fn private_dirs_give_each_step_its_own_copy_of_a_directory() {
         "scratch directories are removed: {leftover:?}"
     );
 }
+
+#[test]
+fn exec_probes_see_the_private_dirs_of_their_step() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: private directories need root (mount namespaces)");
+        return;
+    }
+    let mut env = Env::new();
+    env.vars
+        .push(("ROADIE_PRIVATE_DIRS".into(), "/var/tmp".into()));
+    let (outcome, wf) = env.run_json(&fixture("private-dirs-probe.yaml"), "probe", &[]);
+    outcome.expect_code(0);
+    assert_eq!(phase(&wf), "Succeeded", "{}", describe_nodes(&wf));
+    assert_eq!(node(&wf, "client")["phase"], "Succeeded");
+    assert!(!std::path::Path::new("/var/tmp/roadie-private-ready").exists());
+}
