@@ -37,42 +37,17 @@ pub fn submit(
     wait: bool,
     output: Option<OutputFormat>,
 ) -> Result<u8> {
-    let src = match std::fs::read_to_string(file) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot read {file}: {e}");
-            return Ok(EXIT_USAGE);
-        }
+    let (wf, params) = match crate::input::load_workflow(file, parameters, "submitted") {
+        Ok((wf, params)) => (wf, params.into_iter().collect::<BTreeMap<_, _>>()),
+        Err(crate::input::BadInput(code)) => return Ok(code),
     };
-    let mut failed = false;
-    for d in crate::lint_file(&src, file) {
-        eprintln!("{d}");
-        failed |= d.is_error();
-    }
-    if failed {
-        eprintln!("error: {file} has problems; nothing was submitted");
-        return Ok(EXIT_USAGE);
-    }
-    let wf = match roadie_spec::parse_workflow(&src, file) {
-        Ok(wf) => wf,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(EXIT_USAGE);
-        }
+    // With generateName, a name already taken is drawn again (5 random
+    // characters collide about once in 5,000 submissions).
+    let generate_prefix = match name.is_none() && wf.metadata.name.is_none() {
+        true => wf.metadata.generate_name.clone(),
+        false => None,
     };
-    let mut params = BTreeMap::new();
-    for p in parameters {
-        match p.split_once('=') {
-            Some((k, v)) if !k.is_empty() => {
-                params.insert(k.to_string(), v.to_string());
-            }
-            _ => {
-                eprintln!("error: -p expects NAME=VALUE, got '{p}'");
-                return Ok(EXIT_USAGE);
-            }
-        }
-    }
-    let name = match name.or_else(|| wf.metadata.name.clone()) {
+    let mut name = match name.or_else(|| wf.metadata.name.clone()) {
         Some(n) => n,
         None => match wf.metadata.generate_name.as_deref() {
             Some(prefix) => generated_name(prefix),
@@ -97,14 +72,28 @@ pub fn submit(
         eprintln!("error: {e}");
         return Ok(EXIT_USAGE);
     }
-    store.submit_workflow(&NewWorkflow {
+    let mut record = NewWorkflow {
         uid: uid.clone(),
         name: name.clone(),
         namespace: wf.metadata.namespace.clone(),
         manifest: wf,
         parameters: params,
         created_at: Utc::now(),
-    })?;
+    };
+    let mut draws = 0;
+    loop {
+        match store.submit_workflow(&record) {
+            Ok(()) => break,
+            Err(roadie_store::StoreError::AlreadyExists { .. })
+                if generate_prefix.is_some() && draws < 10 =>
+            {
+                draws += 1;
+                name = generated_name(generate_prefix.as_deref().unwrap_or_default());
+                record.name = name.clone();
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     wake_workers(&profile);
     if !daemon_running(&profile) {
         eprintln!(
