@@ -48,11 +48,25 @@ fn dependencies(c: &Container) -> Vec<String> {
 /// The containers and their effective dependencies, checked: unique names, known
 /// dependencies, no cycle.
 fn plan(t: &Template) -> Result<Vec<(Container, Vec<String>)>, String> {
-    let raw = t
+    let mut raw = t
         .extra
         .get("containerSet")
         .cloned()
         .unwrap_or(serde_json::Value::Null);
+    // YAML authors write `args: [1]` or `command: [true]`; Kubernetes reads them as strings.
+    if let Some(cs) = raw.get_mut("containers").and_then(|c| c.as_array_mut()) {
+        for c in cs {
+            for field in ["command", "args"] {
+                if let Some(items) = c.get_mut(field).and_then(|v| v.as_array_mut()) {
+                    for v in items.iter_mut() {
+                        if v.is_number() || v.is_boolean() {
+                            *v = serde_json::Value::String(v.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
     let set: ContainerSet = serde_json::from_value(raw)
         .map_err(|e| format!("template '{}': containerSet: {e}", t.name))?;
     if set.containers.is_empty() {

@@ -111,7 +111,7 @@ spec:
     containerSet:
       containers:
       - {name: a, image: x, command: [echo, a]}
-      - {name: b, image: x, command: [echo, b], dependencies: [a]}
+      - {name: b, image: x, command: [echo, 2, true], dependencies: [a]}
       - {name: c, image: x, command: [echo, c], dependencies: [a]}
       - {name: d, image: x, command: [echo, d], dependencies: [b, c]}
 "#;
@@ -125,6 +125,12 @@ fn containers_start_in_dependency_order_as_container_children_of_a_pod_node() {
     assert_eq!(set.phase, NodePhase::Running);
     sim.run_ok("cs.a", "a");
     assert_eq!(sim.launched_names(), ["cs.b", "cs.c"]);
+    let b = sim.launched.iter().find(|l| l.name == "cs.b").expect("b");
+    assert_eq!(
+        b.argv,
+        ["echo", "2", "true"],
+        "scalars are strings, as in Kubernetes"
+    );
     sim.run_ok("cs.b", "b");
     assert_eq!(sim.launched_names(), ["cs.c"], "d waits for c");
     sim.run_ok("cs.c", "c");
