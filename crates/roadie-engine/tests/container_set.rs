@@ -328,3 +328,24 @@ spec:
         }]
     );
 }
+
+#[test]
+fn a_stop_between_containers_ends_the_set() {
+    let mut sim = Sim::new(GRAPH);
+    sim.run
+        .stop(sim.now, roadie_engine::StopMode::Stop, "stopped by user");
+    sim.drain();
+    // `a` was already launched: it ends (the driver reports its exit) and nothing else starts.
+    sim.run_ok("cs.a", "a");
+    assert!(sim.launched.is_empty(), "{:?}", sim.launched_names());
+    assert!(
+        sim.run.is_completed(),
+        "the workflow ends; nodes: {:?}",
+        sim.run
+            .status()
+            .nodes
+            .values()
+            .map(|n| format!("{} {}", n.name, n.phase))
+            .collect::<Vec<_>>()
+    );
+}
