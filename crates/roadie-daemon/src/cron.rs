@@ -643,12 +643,13 @@ fn tick_one(
 /// The file whose changes wake the scheduler: `roadie cron create`,
 /// `delete`, `suspend` and `resume` touch it.
 pub fn wake_file(profile: &Profile) -> PathBuf {
-    profile.dir.join("cron.wake")
+    crate::worker::wake_dir(profile).join("cron")
 }
 
 /// Tells the scheduler of `profile` that CronWorkflows changed.
 pub fn wake_scheduler(profile: &Profile) {
     // Best effort: the scheduler also looks every MAX_SLEEP.
+    let _ = std::fs::create_dir_all(crate::worker::wake_dir(profile));
     let _ = std::fs::write(wake_file(profile), chrono::Utc::now().to_rfc3339());
 }
 
@@ -697,13 +698,24 @@ fn scheduler_loop(profile: &Profile) {
     });
     // Kept alive for the thread's life; without it the loop still ticks.
     let _watcher = match watcher {
-        Ok(mut w) => match w.watch(&profile.dir, notify::RecursiveMode::NonRecursive) {
-            Ok(()) => Some(w),
-            Err(e) => {
-                log(format_args!("cannot watch {}: {e}", profile.dir.display()));
-                None
+        Ok(mut w) => {
+            match std::fs::create_dir_all(crate::worker::wake_dir(profile)).and_then(|()| {
+                w.watch(
+                    &crate::worker::wake_dir(profile),
+                    notify::RecursiveMode::NonRecursive,
+                )
+                .map_err(std::io::Error::other)
+            }) {
+                Ok(()) => Some(w),
+                Err(e) => {
+                    log(format_args!(
+                        "cannot watch {}: {e}",
+                        crate::worker::wake_dir(profile).display()
+                    ));
+                    None
+                }
             }
-        },
+        }
         Err(e) => {
             log(format_args!("cannot watch for CronWorkflow changes: {e}"));
             None
