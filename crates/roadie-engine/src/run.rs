@@ -26,6 +26,9 @@ mod suspend_outputs;
 // `globalName` outputs -> `workflow.outputs.*` and `status.outputs`.
 #[path = "global_outputs.rs"]
 mod global_outputs;
+// Outputs of skipped steps: declared defaults, dropped references.
+#[path = "skipped_outputs.rs"]
+mod skipped_outputs;
 
 // `containerSet` templates (a child module: it drives pods of the node tree).
 #[path = "container_set.rs"]
@@ -2135,6 +2138,7 @@ impl WorkflowRun {
                         "omitted: depends condition not met".into(),
                         now,
                     );
+                    progressed = true;
                     continue;
                 }
                 let looped = task.with_items.is_some()
@@ -2218,6 +2222,16 @@ impl WorkflowRun {
                             now,
                         ),
                     },
+                }
+                // A node that completed at once (skipped, error) lets its
+                // dependents start in the next pass.
+                if self
+                    .status
+                    .nodes
+                    .get(&tid)
+                    .is_some_and(|n| n.phase.is_completed())
+                {
+                    progressed = true;
                 }
             }
             if !progressed {
@@ -2570,6 +2584,7 @@ impl WorkflowRun {
                     value: Some(AnyString(v)),
                     ..Default::default()
                 }),
+                Err(_) if skipped_outputs::is_skipped_reference(&raw.0, scope) => {}
                 Err(e) => return StepPrep::Error(format!("argument '{}': {e}", p.name)),
             }
         }
@@ -2691,6 +2706,8 @@ impl WorkflowRun {
         };
         self.create_node(&call, NodeType::Skipped, now);
         let id = node_id(&self.name, name);
+        let outputs = self.skipped_outputs(step);
+        self.update_node(&id, |n| n.outputs = outputs);
         self.finish_node(&id, phase, Some(message), now);
     }
 

@@ -534,3 +534,34 @@ spec:
     let l = s.take_launch(".show");
     assert_eq!(l.argv, ["echo", "hi"]);
 }
+
+const SKIPPED_PRODUCER: &str = r#"
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - {name: producer, template: produce, when: "false"}
+      - name: consumer
+        template: consume
+        depends: "producer.Succeeded || producer.Skipped"
+        arguments: {parameters: [{name: in, value: "{{tasks.producer.outputs.parameters.msg}}"}]}
+  - name: produce
+    outputs: {parameters: [{name: msg, valueFrom: {path: /tmp/o, DEFAULT}}]}
+    container: {image: alpine, command: [sh, -c, "echo x > /tmp/o"]}
+  - name: consume
+    inputs: {parameters: [{name: in, default: from-input}]}
+    container: {image: alpine, command: [echo, "got {{inputs.parameters.in}}"]}
+"#;
+
+#[test]
+fn a_skipped_producer_gives_its_output_default_or_lets_the_input_default_apply() {
+    let s = Sim::new(&SKIPPED_PRODUCER.replace("DEFAULT", "default: from-producer"));
+    assert_eq!(s.node(".producer").phase, NodePhase::Skipped);
+    assert_eq!(s.launched[0].argv, ["echo", "got from-producer"]);
+
+    let s = Sim::new(&SKIPPED_PRODUCER.replace(", DEFAULT", ""));
+    assert_eq!(s.launched[0].argv, ["echo", "got from-input"]);
+}
