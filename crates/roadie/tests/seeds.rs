@@ -137,12 +137,22 @@ fn seed_influx_daemon_step() {
     assert!(data.join("meta").is_dir(), "INFLUXDB_META_DIR was not used");
 
     let left = wait_for(Duration::from_secs(5), || {
-        processes_named("influxd").is_empty().then_some(())
+        processes_named_with_env(
+            "influxd",
+            "INFLUXDB_META_DIR",
+            &data.join("meta").to_string_lossy(),
+        )
+        .is_empty()
+        .then_some(())
     });
     assert!(
         left.is_some(),
         "influxd still runs after the workflow: {:?}",
-        processes_named("influxd")
+        processes_named_with_env(
+            "influxd",
+            "INFLUXDB_META_DIR",
+            &data.join("meta").to_string_lossy()
+        )
     );
 }
 
@@ -203,7 +213,13 @@ fn seed_influx_hera_to_yaml() {
         .map_or(0, Vec::len);
     assert_eq!(values, 41, "points read back:\n{body}");
     let left = wait_for(Duration::from_secs(5), || {
-        processes_named("influxd").is_empty().then_some(())
+        processes_named_with_env(
+            "influxd",
+            "INFLUXDB_META_DIR",
+            &data.join("meta").to_string_lossy(),
+        )
+        .is_empty()
+        .then_some(())
     });
     assert!(left.is_some(), "influxd outlived the run");
 }

@@ -481,6 +481,21 @@ pub fn processes_named(name: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Live processes called `name` whose environment has `var=value`: the
+/// processes of one test, apart from the same programs that other tests
+/// (the conformance run, in its own namespaces) start at the same time.
+pub fn processes_named_with_env(name: &str, var: &str, value: &str) -> Vec<u32> {
+    let wanted = format!("{var}={value}");
+    processes_named(name)
+        .into_iter()
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == wanted.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// Live children of `parent`.
 pub fn children_of(parent: u32) -> Vec<u32> {
     all_pids()
