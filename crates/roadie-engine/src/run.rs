@@ -1524,8 +1524,8 @@ impl WorkflowRun {
                     break;
                 }
                 Some(Err(msg)) => {
-                    let passed = sg_done_before
-                        && self.status.nodes[&sg_id].phase == NodePhase::Succeeded;
+                    let passed =
+                        sg_done_before && self.status.nodes[&sg_id].phase == NodePhase::Succeeded;
                     if passed {
                         // A daemon of a group that already passed failed later:
                         // the groups after it are not undone; the failure is
@@ -2009,26 +2009,27 @@ impl WorkflowRun {
         };
         // Tasks needed for the targets (all tasks without a target).
         // None: every task is needed (no target), without building a set per walk.
-        let needed: Option<HashSet<String>> = match dag.target.as_deref().filter(|t| !t.trim().is_empty()) {
-            None => None,
-            Some(targets) => {
-                let mut set = HashSet::new();
-                let mut stack: Vec<String> = targets
-                    .split([' ', ','])
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect();
-                while let Some(t) = stack.pop() {
-                    if set.insert(t.clone())
-                        && let Some(task) = by_name.get(t.as_str())
-                        && let Ok(d) = deps_of(task)
-                    {
-                        stack.extend(d.tasks());
+        let needed: Option<HashSet<String>> =
+            match dag.target.as_deref().filter(|t| !t.trim().is_empty()) {
+                None => None,
+                Some(targets) => {
+                    let mut set = HashSet::new();
+                    let mut stack: Vec<String> = targets
+                        .split([' ', ','])
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                    while let Some(t) = stack.pop() {
+                        if set.insert(t.clone())
+                            && let Some(task) = by_name.get(t.as_str())
+                            && let Ok(d) = deps_of(task)
+                        {
+                            stack.extend(d.tasks());
+                        }
                     }
+                    Some(set)
                 }
-                Some(set)
-            }
-        };
+            };
         let is_needed = |name: &str| needed.as_ref().is_none_or(|set| set.contains(name));
         let mut names: HashMap<String, String> = HashMap::new();
         let mut aggregates: HashMap<String, BTreeMap<String, String>> = HashMap::new();
@@ -2956,7 +2957,9 @@ impl Fingerprint {
                 p.value.as_ref().map(|v| v.as_str()).hash(&mut h);
             }
             o.artifacts.len().hash(&mut h);
-            serde_json::to_string(&o.artifacts).unwrap_or_default().hash(&mut h);
+            serde_json::to_string(&o.artifacts)
+                .unwrap_or_default()
+                .hash(&mut h);
         } else {
             0xdead_u32.hash(&mut h);
         }

@@ -1338,12 +1338,20 @@ spec:
     let mut s = Sim::new(yaml);
     let svc = s.start("[0].svc");
     let long = s.start("[1].long");
-    s.run.stop(s.now, StopMode::Terminate, "terminated by SIGINT");
+    s.run
+        .stop(s.now, StopMode::Terminate, "terminated by SIGINT");
     s.drain();
     s.exit_id(&svc, 143, "");
     assert_eq!(s.node("wf").phase, NodePhase::Running, "long still runs");
     s.exit_id(&long, 143, "");
     assert_eq!(s.phase(), WorkflowPhase::Failed);
-    let running: Vec<String> = s.run.status().nodes.values().filter(|n| !n.phase.is_completed()).map(|n| n.name.clone()).collect();
+    let running: Vec<String> = s
+        .run
+        .status()
+        .nodes
+        .values()
+        .filter(|n| !n.phase.is_completed())
+        .map(|n| n.name.clone())
+        .collect();
     assert!(running.is_empty(), "still running: {running:?}");
 }
