@@ -4,6 +4,7 @@
 mod commands;
 mod cron_cmd;
 mod daemon_cmd;
+mod input;
 mod orphans;
 mod queue_cmd;
 mod render;

@@ -25,40 +25,10 @@ pub fn run_command(
     output: Option<OutputFormat>,
     quiet: bool,
 ) -> Result<u8> {
-    let src = match std::fs::read_to_string(file) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot read {file}: {e}");
-            return Ok(EXIT_USAGE);
-        }
+    let (wf, params) = match crate::input::load_workflow(file, parameters, "run") {
+        Ok(loaded) => loaded,
+        Err(crate::input::BadInput(code)) => return Ok(code),
     };
-    let diagnostics = crate::lint_file(&src, file);
-    let mut failed_lint = false;
-    for d in &diagnostics {
-        eprintln!("{d}");
-        failed_lint |= d.is_error();
-    }
-    if failed_lint {
-        eprintln!("error: {file} has problems; nothing was run");
-        return Ok(EXIT_USAGE);
-    }
-    let wf = match roadie_spec::parse_workflow(&src, file) {
-        Ok(wf) => wf,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(EXIT_USAGE);
-        }
-    };
-    let mut params = Vec::new();
-    for p in parameters {
-        match p.split_once('=') {
-            Some((k, v)) if !k.is_empty() => params.push((k.to_string(), v.to_string())),
-            _ => {
-                eprintln!("error: -p expects NAME=VALUE, got '{p}'");
-                return Ok(EXIT_USAGE);
-            }
-        }
-    }
     let profile = Profile::resolve(profile)?;
     profile.ensure_dirs()?;
     let store = Store::open_profile(&profile)?;
