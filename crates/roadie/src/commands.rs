@@ -45,7 +45,7 @@ pub fn lint(files: &[String]) -> Result<u8> {
 fn open(profile: Option<&str>) -> Result<(Profile, Store)> {
     let profile = Profile::resolve(profile)?;
     profile.ensure_dirs()?;
-    let store = Store::open_profile(&profile)?;
+    let store = roadie_daemon::worker::open_store(&profile)?;
     // A record left "Running" by a roadie that died is settled before anyone reads it.
     if let Err(e) = crate::orphans::mark_dead_runs(&store) {
         eprintln!("warning: could not check for runs of dead roadie processes: {e}");

@@ -31,7 +31,7 @@ pub fn run_command(
     };
     let profile = Profile::resolve(profile)?;
     profile.ensure_dirs()?;
-    let store = Store::open_profile(&profile)?;
+    let store = roadie_daemon::worker::open_store(&profile)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -44,7 +44,7 @@ pub enum TemplateCommand {
 fn open(profile: Option<&str>) -> Result<Store> {
     let profile = Profile::resolve(profile)?;
     profile.ensure_dirs()?;
-    Ok(Store::open_profile(&profile)?)
+    roadie_daemon::worker::open_store(&profile)
 }
 
 /// Runs one `template` (or, with `kind` ClusterWorkflowTemplate, `cluster-template`) subcommand.
