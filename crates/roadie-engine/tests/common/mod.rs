@@ -1,0 +1,179 @@
+//! The event-driven harness the engine's tests share: a `WorkflowRun`
+//! with an injected clock, the actions it asked for, and helpers that play
+//! the driver (start a step, exit it, answer a probe, let time pass).
+
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use roadie_engine::{Action, Event, RunOptions, StepExit, StepLaunch, StepSignal, WorkflowRun};
+use roadie_spec::{NodeStatus, WorkflowPhase};
+
+pub struct Sim {
+    pub run: WorkflowRun,
+    pub now: DateTime<Utc>,
+    /// Launches asked for and not yet reported as started.
+    pub launched: Vec<StepLaunch>,
+    pub probes: Vec<String>,
+    pub signals: Vec<(String, StepSignal)>,
+}
+
+impl Sim {
+    pub fn new(yaml: &str) -> Sim {
+        Sim::with(
+            yaml,
+            RunOptions {
+                uid: "uid-1".into(),
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn with(yaml: &str, opts: RunOptions) -> Sim {
+        let wf = roadie_spec::parse_workflow(yaml, "test.yaml").expect("test workflow parses");
+        let now = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .expect("valid time");
+        let run = WorkflowRun::new(wf, opts, now).expect("workflow starts");
+        let mut sim = Sim {
+            run,
+            now,
+            launched: vec![],
+            probes: vec![],
+            signals: vec![],
+        };
+        sim.drain();
+        sim
+    }
+
+    pub fn drain(&mut self) {
+        while let Some(a) = self.run.poll_action() {
+            match a {
+                Action::StartStep(l) => self.launched.push(l),
+                Action::Probe { node, .. } => self.probes.push(node),
+                Action::Signal { node, signal } => self.signals.push((node, signal)),
+            }
+        }
+    }
+
+    pub fn id(&self, name_suffix: &str) -> String {
+        self.node(name_suffix).id.clone()
+    }
+
+    /// The node whose name ends with `suffix` (e.g. `[0].influx` or `.influx(1)`).
+    pub fn node(&self, suffix: &str) -> &NodeStatus {
+        let mut found: Vec<&NodeStatus> = self
+            .run
+            .status()
+            .nodes
+            .values()
+            .filter(|n| n.name.ends_with(suffix))
+            .collect();
+        found.sort_by_key(|n| n.name.len());
+        found
+            .first()
+            .copied()
+            .unwrap_or_else(|| panic!("no node named *{suffix}; nodes: {:?}", self.names()))
+    }
+
+    pub fn has(&self, suffix: &str) -> bool {
+        self.run
+            .status()
+            .nodes
+            .values()
+            .any(|n| n.name.ends_with(suffix))
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.run
+            .status()
+            .nodes
+            .values()
+            .map(|n| format!("{} {}", n.name, n.phase))
+            .collect()
+    }
+
+    pub fn launched_names(&self) -> Vec<String> {
+        self.launched.iter().map(|l| l.name.clone()).collect()
+    }
+
+    pub fn take_launch(&mut self, suffix: &str) -> StepLaunch {
+        let i = self
+            .launched
+            .iter()
+            .position(|l| l.name.ends_with(suffix))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no launch of *{suffix}; launched: {:?}",
+                    self.launched_names()
+                )
+            });
+        self.launched.remove(i)
+    }
+
+    pub fn event(&mut self, e: Event) {
+        self.run.handle(self.now, e);
+        self.drain();
+    }
+
+    /// Start the launched step named *suffix.
+    pub fn start(&mut self, suffix: &str) -> String {
+        let l = self.take_launch(suffix);
+        self.event(Event::StepStarted {
+            node: l.node.clone(),
+            ip: "127.0.0.1".into(),
+        });
+        l.node
+    }
+
+    pub fn exit(&mut self, suffix: &str, code: i32, stdout: &str) {
+        let id = self.id(suffix);
+        self.exit_id(&id, code, stdout);
+    }
+
+    pub fn exit_id(&mut self, id: &str, code: i32, stdout: &str) {
+        self.event(Event::StepExited {
+            node: id.to_string(),
+            exit: StepExit {
+                code: Some(code),
+                stdout: stdout.into(),
+                ..Default::default()
+            },
+        });
+    }
+
+    /// Start then exit.
+    pub fn run_step(&mut self, suffix: &str, code: i32, stdout: &str) {
+        self.start(suffix);
+        self.exit(suffix, code, stdout);
+    }
+
+    pub fn advance(&mut self, secs: i64) {
+        self.now += Duration::seconds(secs);
+        self.run.handle_timeout(self.now);
+        self.drain();
+    }
+
+    pub fn probe(&mut self, suffix: &str, ok: bool) {
+        let id = self.id(suffix);
+        let i = self
+            .probes
+            .iter()
+            .position(|p| *p == id)
+            .unwrap_or_else(|| panic!("no probe asked for {suffix}: {:?}", self.probes));
+        self.probes.remove(i);
+        self.event(Event::ProbeResult {
+            node: id,
+            ok,
+            message: String::new(),
+        });
+    }
+
+    pub fn take_signals(&mut self) -> Vec<(String, StepSignal)> {
+        std::mem::take(&mut self.signals)
+    }
+
+    pub fn phase(&self) -> WorkflowPhase {
+        self.run.status().phase
+    }
+}
