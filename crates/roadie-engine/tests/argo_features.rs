@@ -2,7 +2,6 @@
 //! injected clock, no processes): WorkflowTemplates through `templateRef` and
 //! `workflowTemplateRef`, image entrypoints, suspend outputs, global outputs.
 
-
 use chrono::Utc;
 use roadie_engine::{Event, RunOptions, StepExit, WorkflowRun};
 use roadie_spec::{NodePhase, WorkflowPhase};
