@@ -106,8 +106,10 @@ fi
 # root's PATH) where the examples' steps look for them. /argosay is the
 # image's entrypoint path, which some examples name in `command`.
 repo_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ln -sfn "$repo_dir/scripts/argosay" /usr/local/bin/argosay
-ln -sfn "$repo_dir/scripts/argosay" /argosay
+# Copies, not links: a link into one checkout breaks when that checkout goes.
+rm -f /usr/local/bin/argosay /argosay
+install -m 0755 "$repo_dir/scripts/argosay" /usr/local/bin/argosay
+install -m 0755 "$repo_dir/scripts/argosay" /argosay
 [[ -x /usr/games/cowsay ]] && ln -sfn /usr/games/cowsay /usr/local/bin/cowsay
 
 for bin in influxd redis-server curl pgrep node cowsay nginx jq argosay busybox ncat; do

@@ -524,6 +524,11 @@ fn stop_timeout_is_reported() {
     // Once the worker is gone the supervisor finishes the stop by itself.
     kill(worker, libc::SIGKILL);
     wait_gone(&[s.pid], Duration::from_secs(10));
+    // The pid is gone a moment before its lock and files are: wait, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while f.client.is_running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(!f.client.is_running());
 }
 
