@@ -4,72 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, TimeZone, Utc};
-use roadie_engine::{
-    Action, Archive, ArtifactOutcome, ArtifactSource, Event, RunOptions, StepExit, StepLaunch,
-    WorkflowRun,
-};
-use roadie_spec::{NodePhase, NodeStatus, WorkflowPhase};
+use roadie_engine::{Archive, ArtifactOutcome, ArtifactSource, Event, StepExit, StepLaunch};
+use roadie_spec::{NodePhase, WorkflowPhase};
 
-struct Sim {
-    run: WorkflowRun,
-    now: DateTime<Utc>,
-    launched: Vec<StepLaunch>,
-}
+mod lite;
+
+use lite::Sim;
 
 impl Sim {
-    fn new(yaml: &str) -> Sim {
-        let wf = roadie_spec::parse_workflow(yaml, "test.yaml").expect("test workflow parses");
-        let now = Utc
-            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
-            .single()
-            .expect("valid time");
-        let opts = RunOptions {
-            uid: "uid-1".into(),
-            ..Default::default()
-        };
-        let run = WorkflowRun::new(wf, opts, now).expect("workflow starts");
-        let mut sim = Sim {
-            run,
-            now,
-            launched: vec![],
-        };
-        sim.drain();
-        sim
-    }
-
-    fn drain(&mut self) {
-        while let Some(a) = self.run.poll_action() {
-            if let Action::StartStep(l) = a {
-                self.launched.push(l);
-            }
-        }
-    }
-
-    fn node(&self, suffix: &str) -> &NodeStatus {
-        let mut found: Vec<&NodeStatus> = self
-            .run
-            .status()
-            .nodes
-            .values()
-            .filter(|n| n.name.ends_with(suffix))
-            .collect();
-        found.sort_by_key(|n| n.name.len());
-        found
-            .first()
-            .copied()
-            .unwrap_or_else(|| panic!("no node named *{suffix}"))
-    }
-
-    fn take_launch(&mut self, suffix: &str) -> StepLaunch {
-        let i = self
-            .launched
-            .iter()
-            .position(|l| l.name.ends_with(suffix))
-            .unwrap_or_else(|| panic!("no launch of *{suffix}"));
-        self.launched.remove(i)
-    }
-
     /// Start and exit 0, reporting these artifact outcomes.
     fn finish(&mut self, launch: &StepLaunch, artifacts: &[(&str, ArtifactOutcome)]) {
         self.run.handle(

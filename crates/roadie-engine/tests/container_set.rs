@@ -3,69 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, TimeZone, Utc};
-use roadie_engine::{Action, Event, RunOptions, StepExit, StepLaunch, WorkflowRun};
-use roadie_spec::{NodePhase, NodeStatus, NodeType, WorkflowPhase};
+use roadie_engine::{Event, StepExit, StepLaunch};
+use roadie_spec::{NodePhase, NodeType, WorkflowPhase};
 
-struct Sim {
-    run: WorkflowRun,
-    now: DateTime<Utc>,
-    launched: Vec<StepLaunch>,
-}
+mod lite;
 
-impl Sim {
-    fn new(yaml: &str) -> Sim {
-        let wf = roadie_spec::parse_workflow(yaml, "test.yaml").expect("test workflow parses");
-        let now = Utc
-            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
-            .single()
-            .expect("valid time");
-        let opts = RunOptions {
-            uid: "uid-1".into(),
-            ..Default::default()
-        };
-        let run = WorkflowRun::new(wf, opts, now).expect("workflow starts");
-        let mut sim = Sim {
-            run,
-            now,
-            launched: vec![],
-        };
-        sim.drain();
-        sim
-    }
-
-    fn drain(&mut self) {
-        while let Some(a) = self.run.poll_action() {
-            if let Action::StartStep(l) = a {
-                self.launched.push(l);
-            }
-        }
-    }
-
-    fn node(&self, suffix: &str) -> &NodeStatus {
-        let mut found: Vec<&NodeStatus> = self
-            .run
-            .status()
-            .nodes
-            .values()
-            .filter(|n| n.name.ends_with(suffix))
-            .collect();
-        found.sort_by_key(|n| n.name.len());
-        found
-            .first()
-            .copied()
-            .unwrap_or_else(|| panic!("no node named *{suffix}"))
-    }
-
-    fn take_launch(&mut self, suffix: &str) -> StepLaunch {
-        let i = self
-            .launched
-            .iter()
-            .position(|l| l.name.ends_with(suffix))
-            .unwrap_or_else(|| panic!("no launch of *{suffix}"));
-        self.launched.remove(i)
-    }
-}
+use lite::Sim;
 
 impl Sim {
     fn launched_names(&self) -> Vec<String> {
