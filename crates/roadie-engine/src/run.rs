@@ -1356,7 +1356,11 @@ impl WorkflowRun {
                 },
                 "retries": n,
             });
-            match roadie_expr::eval_expr_bool(expr, &env) {
+            // Argo substitutes `{{inputs.parameters.x}}` tags in the
+            // expression before evaluating it (retry-conditional.yaml).
+            let expr = roadie_expr::substitute(expr, &self.inputs_scope(call), Unresolved::Keep)
+                .unwrap_or_else(|_| expr.clone());
+            match roadie_expr::eval_expr_bool(&expr, &env) {
                 Ok(true) => {}
                 Ok(false) => {
                     stop_reason = Some(format!("retryStrategy.expression '{expr}' evaluated false"))

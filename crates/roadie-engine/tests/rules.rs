@@ -500,6 +500,43 @@ spec:
     assert_eq!(s.phase(), WorkflowPhase::Failed);
 }
 
+#[test]
+fn retry_expression_sees_the_templates_inputs() {
+    // retry-conditional.yaml: Argo substitutes `{{inputs.parameters.x}}`
+    // into the expression first; `true` retries, `false` stops at once.
+    let yaml = |safe: &str| {
+        format!(
+            r#"
+metadata: {{name: wf}}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - name: r
+        template: t
+        arguments: {{parameters: [{{name: safe, value: "{safe}"}}]}}
+  - name: t
+    inputs: {{parameters: [{{name: safe}}]}}
+    retryStrategy:
+      limit: 3
+      expression: "{{{{inputs.parameters.safe}}}} == true && asInt(lastRetry.exitCode) > 1"
+    container: {{command: [t]}}
+"#
+        )
+    };
+    let mut s = Sim::new(&yaml("true"));
+    s.run_step("wf[0].r(0)", 2, "");
+    assert_eq!(s.launched_names(), vec!["wf[0].r(1)"]);
+    s.run_step("wf[0].r(1)", 0, "");
+    assert_eq!(s.phase(), WorkflowPhase::Succeeded);
+
+    let mut s = Sim::new(&yaml("false"));
+    s.run_step("wf[0].r(0)", 2, "");
+    assert!(s.launched.is_empty());
+    assert_eq!(s.phase(), WorkflowPhase::Failed);
+}
+
 const DIAMOND: &str = r#"
 metadata: {name: wf}
 spec:

@@ -2053,7 +2053,7 @@ fn collect_expressions(
                     || k == "fromExpression";
                 match x {
                     Value::String(e) if is_expr_field && !e.trim().is_empty() => {
-                        out.push((child, e.clone(), None, e.clone()));
+                        out.push((child, e.clone(), None, without_tags(e)));
                     }
                     _ => collect_expressions(x, &child, k, out),
                 }
@@ -2061,6 +2061,24 @@ fn collect_expressions(
         }
         _ => {}
     }
+}
+
+/// An expression field with its `{{tag}}`s replaced by `nil`: Argo substitutes
+/// the tags (`{{inputs.parameters.x}}`) before it evaluates the expression, so
+/// only what is left must parse. The tags themselves are checked as tags.
+fn without_tags(expr: &str) -> String {
+    let mut out = String::with_capacity(expr.len());
+    let mut rest = expr;
+    while let Some(open) = rest.find("{{") {
+        let Some(close) = rest[open + 2..].find("}}") else {
+            break;
+        };
+        out.push_str(&rest[..open]);
+        out.push_str("nil");
+        rest = &rest[open + 2 + close + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Every `{{tag}}` (not `{{=expression}}`) in the strings of `v`: the path of
