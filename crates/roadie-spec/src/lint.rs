@@ -270,6 +270,10 @@ fn walk_fields(v: &Value, ty: &str, path: &str, map: &SourceMap, out: &mut Vec<D
         let p = join(k);
         match fields.binary_search_by(|(f, _)| (*f).cmp(k.as_str())) {
             Ok(i) => walk_fields(x, fields[i].1, &p, map, out),
+            Err(_) if deprecated_field(ty, k).is_some() => {
+                let inner = deprecated_field(ty, k).unwrap_or_default();
+                walk_fields(x, inner, &p, map, out);
+            }
             Err(_) => {
                 let short = ty.rsplit('.').next().unwrap_or(ty);
                 let hint = closest(k, fields.iter().map(|(f, _)| *f))
@@ -281,6 +285,17 @@ fn walk_fields(v: &Value, ty: &str, path: &str, map: &SourceMap, out: &mut Vec<D
                 ));
             }
         }
+    }
+}
+
+/// Fields Argo still reads although its current schema (which the table is
+/// generated from) dropped them, with their type: `synchronization.mutex` and
+/// `.semaphore`, deprecated in v3.6 in favour of the lists.
+fn deprecated_field(ty: &str, field: &str) -> Option<&'static str> {
+    match (ty, field) {
+        ("Synchronization", "mutex") => Some("Mutex"),
+        ("Synchronization", "semaphore") => Some("SemaphoreRef"),
+        _ => None,
     }
 }
 
@@ -612,6 +627,7 @@ impl<'a> Linter<'a> {
     fn run(mut self) -> Vec<Diagnostic> {
         self.check_metadata();
         self.check_entry_points();
+        self.check_synchronizations();
         self.check_templates();
         self.check_spec_vars();
         self.check_expressions();
@@ -839,6 +855,64 @@ impl<'a> Linter<'a> {
                 pos,
                 format!("hook '{name}' needs an expression (only 'exit' may go without)"),
             );
+        }
+    }
+
+    /// `synchronization` blocks of the spec and of every template: each must
+    /// name a lock (Argo rejects an empty block), each mutex a name, each
+    /// semaphore a ConfigMap key or a database key.
+    fn check_synchronizations(&mut self) {
+        let wf = self.wf;
+        let mut blocks = Vec::new();
+        if let Some(s) = &wf.spec.synchronization {
+            blocks.push((format!("{}.synchronization", self.spec), s));
+        }
+        for (i, t) in wf.spec.templates.iter().enumerate() {
+            if let Some(s) = &t.synchronization {
+                blocks.push((format!("{}.templates[{i}].synchronization", self.spec), s));
+            }
+        }
+        for (path, sync) in blocks {
+            if sync.is_empty() {
+                let pos = self.at(&path);
+                self.err(
+                    pos,
+                    "synchronization names no lock: add `mutexes: [{name: ...}]` or `semaphores: [{configMapKeyRef: {name: ..., key: ...}}]`".into(),
+                );
+                continue;
+            }
+            let mutexes = sync
+                .mutexes
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (format!("{path}.mutexes[{i}]"), m))
+                .chain(sync.mutex.iter().map(|m| (format!("{path}.mutex"), m)));
+            for (p, m) in mutexes.collect::<Vec<_>>() {
+                if m.name.trim().is_empty() {
+                    let pos = self.at(&p);
+                    self.err(pos, "mutex has no name".into());
+                }
+            }
+            let semaphores = sync
+                .semaphores
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("{path}.semaphores[{i}]"), s))
+                .chain(sync.semaphore.iter().map(|s| (format!("{path}.semaphore"), s)));
+            for (p, sem) in semaphores.collect::<Vec<_>>() {
+                let cm_ok = sem
+                    .config_map_key_ref
+                    .as_ref()
+                    .is_some_and(|c| !c.name.is_empty() && !c.key.is_empty());
+                let db_ok = sem.database.as_ref().is_some_and(|d| !d.key.is_empty());
+                if !cm_ok && !db_ok {
+                    let pos = self.at(&p);
+                    self.err(
+                        pos,
+                        "semaphore needs `configMapKeyRef: {name: ..., key: ...}` (or `database: {key: ...}`)".into(),
+                    );
+                }
+            }
         }
     }
 

@@ -138,6 +138,67 @@ pub struct NodeStatus {
     pub pod_ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_node_name: Option<String>,
+    /// The lock a node waits for before it can start (Argo's
+    /// `synchronizationStatus.waiting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronization_status: Option<NodeSynchronizationStatus>,
+}
+
+/// Argo's `NodeSynchronizationStatus`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSynchronizationStatus {
+    /// The name of the lock the node waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+}
+
+/// Argo's `status.synchronization`: the locks a workflow holds, and those it
+/// waits for with who holds them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SynchronizationStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutex: Option<MutexStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semaphore: Option<SemaphoreStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MutexStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holding: Vec<MutexHolding>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<MutexHolding>,
+}
+
+/// A mutex and its holder: a node ID of this workflow (template level), the
+/// workflow's name (workflow level), or, in `waiting`, `workflow/node` of
+/// whoever holds it now.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MutexHolding {
+    pub mutex: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub holder: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SemaphoreStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holding: Vec<SemaphoreHolding>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<SemaphoreHolding>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SemaphoreHolding {
+    pub semaphore: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -167,6 +228,10 @@ pub struct WorkflowStatus {
     /// ([`global_outputs`]), so a store need not keep it apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<Outputs>,
+    /// Locks held and awaited (`synchronization`). The store derives it from
+    /// its lock table, so it need not be kept with the nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronization: Option<SynchronizationStatus>,
 }
 
 /// The workflow's global outputs, as Argo's `status.outputs`: every output

@@ -130,6 +130,9 @@ pub struct WorkflowSpec {
     pub retry_strategy: Option<RetryStrategy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow_template_ref: Option<WorkflowTemplateRef>,
+    /// Locks the whole workflow takes before its entrypoint starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronization: Option<Synchronization>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -232,6 +235,9 @@ pub struct Template {
     pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
+    /// Locks a node of this template takes before it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronization: Option<Synchronization>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -533,4 +539,98 @@ pub struct Backoff {
     pub max_duration: Option<IntOrString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cap: Option<IntOrString>,
+}
+
+/// Argo's `synchronization`: the mutexes and semaphores a workflow or a
+/// template node must hold to run. Both the v3.6 lists (`mutexes`,
+/// `semaphores`) and the deprecated single fields (`mutex`, `semaphore`) are
+/// read, since Argo still accepts both; [`Synchronization::mutex_list`] and
+/// [`Synchronization::semaphore_list`] merge them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Synchronization {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mutexes: Vec<SyncMutex>,
+    /// Deprecated in Argo v3.6 (one mutex); still honoured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutex: Option<SyncMutex>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub semaphores: Vec<SemaphoreRef>,
+    /// Deprecated in Argo v3.6 (one semaphore); still honoured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semaphore: Option<SemaphoreRef>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl Synchronization {
+    /// Every mutex, the deprecated single one last.
+    pub fn mutex_list(&self) -> impl Iterator<Item = &SyncMutex> {
+        self.mutexes.iter().chain(self.mutex.iter())
+    }
+
+    /// Every semaphore, the deprecated single one last.
+    pub fn semaphore_list(&self) -> impl Iterator<Item = &SemaphoreRef> {
+        self.semaphores.iter().chain(self.semaphore.iter())
+    }
+
+    /// A block that names no lock at all (Argo rejects it).
+    pub fn is_empty(&self) -> bool {
+        self.mutex_list().next().is_none() && self.semaphore_list().next().is_none()
+    }
+}
+
+/// One mutex of a `synchronization` block. `database: true` (Argo v3.6's
+/// database-backed mutex, shared by several controllers) is a mutex like any
+/// other here: roadie's locks always live in the profile's store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncMutex {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<bool>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// One semaphore of a `synchronization` block: its limit comes from a
+/// ConfigMap key in Argo, from the profile's configuration in roadie.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SemaphoreRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<ConfigMapKeySelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<SyncDatabaseRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Kubernetes' `ConfigMapKeySelector`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeySelector {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Argo v3.6's database semaphore: its limit is a row keyed by `key`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncDatabaseRef {
+    #[serde(default)]
+    pub key: String,
+    #[serde(flatten)]
+    pub extra: Extra,
 }
