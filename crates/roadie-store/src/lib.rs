@@ -156,6 +156,10 @@ macro_rules! dispatch {
     };
 }
 
+// After `dispatch!`, which it uses.
+mod locks;
+pub use locks::{LockHolder, LockOutcome, LockRequest};
+
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path`, migrates its
     /// schema to [`SCHEMA_VERSION`], and turns on write-ahead logging. The
@@ -254,8 +258,14 @@ impl Store {
 
     /// The workflow with this uid, else with this name: its manifest and its
     /// full status with the node tree. `None` if there is neither.
+    /// Its `status.synchronization` lists the locks it holds and waits for
+    /// now, from the lock table.
     pub fn get_workflow(&self, name_or_uid: &str) -> Result<Option<StoredWorkflow>, StoreError> {
-        dispatch!(self.get_workflow(name_or_uid))
+        let mut found = dispatch!(self.get_workflow(name_or_uid))?;
+        if let Some(w) = &mut found {
+            w.status.synchronization = self.synchronization_status(&w.uid)?;
+        }
+        Ok(found)
     }
 
     /// Workflows matching `filter`, newest (by creation time) first. Reads no

@@ -127,9 +127,24 @@ const MIGRATIONS: &[&str] = &[
         cursor               TEXT COLLATE "C"
     );
     "#,
+    // 5: synchronization locks.
+    r#"
+    CREATE TABLE sync_locks (
+        id            BIGSERIAL PRIMARY KEY,
+        lock_name     TEXT NOT NULL,
+        workflow_uid  TEXT NOT NULL,
+        node_id       TEXT NOT NULL,
+        workflow_name TEXT NOT NULL,
+        held          INTEGER NOT NULL,
+        UNIQUE (lock_name, workflow_uid, node_id)
+    );
+    CREATE INDEX sync_locks_workflow ON sync_locks (workflow_uid, node_id);
+    "#,
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
+
+const RELEASE_WORKFLOW_LOCKS: &str = "DELETE FROM sync_locks WHERE workflow_uid = $1";
 
 /// Any fixed number: the key of the advisory lock migrations run under.
 const MIGRATION_LOCK: i64 = 0x726f_6164_6965; // "roadie"
@@ -556,6 +571,11 @@ impl PgStore {
             self.check_holder(&mut tx, statements, uid, owner, HolderLock::Share)?;
         }
         self.write_status(&mut tx, statements, uid, status)?;
+        if status.phase.is_completed() {
+            // A finished workflow holds no lock, whoever finished it.
+            let release = prep(&mut tx, statements, RELEASE_WORKFLOW_LOCKS, db)?;
+            tx.execute(&release, &[&uid]).ctx(db, ctx)?;
+        }
         self.upsert_nodes(&mut tx, statements, uid, &ids, &phases, &jsons)?;
         tx.commit().ctx(db, ctx)
     }
@@ -824,6 +844,7 @@ impl PgStore {
         tx.execute(&lost, &[&uid, &lease_micros(&chrono::Utc::now())])
             .ctx(db, ctx)?;
         for sql in [
+            RELEASE_WORKFLOW_LOCKS,
             "DELETE FROM commands WHERE workflow_uid = $1",
             "DELETE FROM queue WHERE workflow_uid = $1",
             "DELETE FROM node_logs WHERE workflow_uid = $1",
@@ -1419,6 +1440,171 @@ fn connect(config: &Config, shown: &Path) -> Result<Client, StoreError> {
     config
         .connect(NoTls)
         .ctx(shown, || "connecting to PostgreSQL".into())
+}
+
+/// Synchronization locks (`sync_locks`), as in `sqlite.rs`.
+impl PgStore {
+    pub(crate) fn acquire_locks(
+        &self,
+        req: &crate::LockRequest,
+    ) -> Result<crate::LockOutcome, StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || format!("acquiring locks for {}/{}", req.workflow_name, req.node_id);
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        // Acquires take turns (the mode conflicts with itself), so no other
+        // acquire, on any machine, counts between our count and our update.
+        tx.batch_execute("LOCK TABLE sync_locks IN SHARE ROW EXCLUSIVE MODE")
+            .ctx(db, ctx)?;
+        let insert = prep(
+            &mut tx,
+            statements,
+            "INSERT INTO sync_locks (lock_name, workflow_uid, node_id, workflow_name, held)
+             VALUES ($1, $2, $3, $4, 0) ON CONFLICT (lock_name, workflow_uid, node_id) DO NOTHING",
+            db,
+        )?;
+        let mine = prep(
+            &mut tx,
+            statements,
+            "SELECT id, held FROM sync_locks
+             WHERE lock_name = $1 AND workflow_uid = $2 AND node_id = $3",
+            db,
+        )?;
+        let count = prep(
+            &mut tx,
+            statements,
+            "SELECT COALESCE(SUM(held), 0)::BIGINT,
+                    COALESCE(SUM(CASE WHEN held = 0 AND id < $2 THEN 1 ELSE 0 END), 0)::BIGINT
+             FROM sync_locks WHERE lock_name = $1",
+            db,
+        )?;
+        let mut blocked = None;
+        for (lock, limit) in &req.locks {
+            tx.execute(
+                &insert,
+                &[lock, &req.workflow_uid, &req.node_id, &req.workflow_name],
+            )
+            .ctx(db, ctx)?;
+            let row = tx
+                .query_one(&mine, &[lock, &req.workflow_uid, &req.node_id])
+                .ctx(db, ctx)?;
+            let (id, held_by_me): (i64, i32) = (row.get(0), row.get(1));
+            if held_by_me == 1 || blocked.is_some() {
+                continue;
+            }
+            let row = tx.query_one(&count, &[lock, &id]).ctx(db, ctx)?;
+            let (held, ahead): (i64, i64) = (row.get(0), row.get(1));
+            let held = u32::try_from(held).unwrap_or(u32::MAX);
+            let ahead = u32::try_from(ahead).unwrap_or(u32::MAX);
+            if !crate::locks::has_slot(*limit, held, ahead) {
+                blocked = Some((lock.clone(), *limit, held));
+            }
+        }
+        let outcome = match blocked {
+            None => {
+                let take = prep(
+                    &mut tx,
+                    statements,
+                    "UPDATE sync_locks SET held = 1
+                     WHERE lock_name = $1 AND workflow_uid = $2 AND node_id = $3",
+                    db,
+                )?;
+                for (lock, _) in &req.locks {
+                    tx.execute(&take, &[lock, &req.workflow_uid, &req.node_id])
+                        .ctx(db, ctx)?;
+                }
+                crate::LockOutcome::Acquired
+            }
+            Some((lock, limit, held)) => {
+                let holders = lock_rows_pg(&mut tx, statements, db, None, Some(&lock))?
+                    .into_iter()
+                    .filter(|h| h.held)
+                    .collect();
+                crate::LockOutcome::Waiting {
+                    lock,
+                    limit,
+                    held,
+                    holders,
+                }
+            }
+        };
+        tx.commit().ctx(db, ctx)?;
+        Ok(outcome)
+    }
+
+    pub(crate) fn release_locks(
+        &self,
+        workflow_uid: &str,
+        node_id: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || format!("releasing locks of workflow {workflow_uid}");
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        let delete = prep(
+            &mut tx,
+            statements,
+            "DELETE FROM sync_locks WHERE workflow_uid = $1 AND ($2::TEXT IS NULL OR node_id = $2)
+             RETURNING lock_name",
+            db,
+        )?;
+        let mut names: Vec<String> = tx
+            .query(&delete, &[&workflow_uid, &node_id])
+            .ctx(db, ctx)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        tx.commit().ctx(db, ctx)?;
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    pub(crate) fn lock_rows(
+        &self,
+        workflow_uid: Option<&str>,
+        lock: Option<&str>,
+    ) -> Result<Vec<crate::LockHolder>, StoreError> {
+        let db = self.shown.as_path();
+        let ctx = || "reading the lock table".to_string();
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        let rows = lock_rows_pg(&mut tx, statements, db, workflow_uid, lock)?;
+        tx.commit().ctx(db, ctx)?;
+        Ok(rows)
+    }
+}
+
+fn lock_rows_pg(
+    tx: &mut Transaction<'_>,
+    statements: &mut HashMap<&'static str, Statement>,
+    db: &Path,
+    workflow_uid: Option<&str>,
+    lock: Option<&str>,
+) -> Result<Vec<crate::LockHolder>, StoreError> {
+    let select = prep(
+        tx,
+        statements,
+        "SELECT lock_name, workflow_uid, workflow_name, node_id, held FROM sync_locks
+         WHERE ($1::TEXT IS NULL OR workflow_uid = $1) AND ($2::TEXT IS NULL OR lock_name = $2)
+         ORDER BY id",
+        db,
+    )?;
+    Ok(tx
+        .query(&select, &[&workflow_uid, &lock])
+        .ctx(db, || "reading the lock table".to_string())?
+        .iter()
+        .map(|r| crate::LockHolder {
+            lock: r.get(0),
+            workflow_uid: r.get(1),
+            workflow_name: r.get(2),
+            node_id: r.get(3),
+            held: r.get::<_, i32>(4) == 1,
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! PostgreSQL backend in `pg.rs`; the two keep the same tables and
 //! columns so a reader of one knows the other.
 //!
-//! Layout (schema version 2):
+//! Layout (schema version 5):
 //! - `workflows`: one row per workflow; the manifest as JSON, the workflow-level
 //!   status in plain columns so `list` never parses JSON.
 //! - `nodes`: one row per node, `(workflow_uid, node_id)` → NodeStatus JSON.
@@ -14,6 +14,9 @@
 //!   and covering all it holds; `lost_leases`: workflows taken over from a
 //!   worker, until its next heartbeat learns of it; `commands`: stop,
 //!   suspend, ... sent to a running workflow, consumed by its worker.
+//! - `templates`, `cron_workflows`: stored WorkflowTemplates and CronWorkflows.
+//! - `sync_locks`: synchronization locks, one row per lock and holder,
+//!   holding or waiting, numbered in arrival order (see `locks.rs`).
 //!
 //! Concurrency: WAL, so readers never block the writer; every write runs in a
 //! `BEGIN IMMEDIATE` transaction, which takes the write lock up front and
@@ -140,10 +143,26 @@ const MIGRATIONS: &[&str] = &[
         cursor               TEXT               -- last scheduled time decided (run or skipped)
     ) WITHOUT ROWID;
     "#,
+    // 5: synchronization locks (`locks.rs`): one row per lock and holder,
+    // holding or waiting; the id is arrival order, which serves waiters FIFO.
+    r#"
+    CREATE TABLE sync_locks (
+        id            INTEGER PRIMARY KEY,
+        lock_name     TEXT NOT NULL,
+        workflow_uid  TEXT NOT NULL,
+        node_id       TEXT NOT NULL,           -- '' for a workflow-level lock
+        workflow_name TEXT NOT NULL,
+        held          INTEGER NOT NULL,        -- 0 waiting | 1 holding
+        UNIQUE (lock_name, workflow_uid, node_id)
+    );
+    CREATE INDEX sync_locks_workflow ON sync_locks (workflow_uid, node_id);
+    "#,
 ];
 
 /// The schema version this build writes and understands.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const RELEASE_WORKFLOW_LOCKS: &str = "DELETE FROM sync_locks WHERE workflow_uid = ?1";
 
 const UPDATE_STATUS: &str = "UPDATE workflows
     SET phase = ?2, started_at = ?3, finished_at = ?4, message = ?5, progress = ?6
@@ -407,6 +426,13 @@ impl SqliteStore {
             self.check_holder(&tx, uid, owner)?;
         }
         self.write_status(&tx, uid, status)?;
+        if status.phase.is_completed() {
+            // A finished workflow holds no lock, whoever finished it.
+            tx.prepare_cached(RELEASE_WORKFLOW_LOCKS)
+                .ctx(db, ctx)?
+                .execute(params![uid])
+                .ctx(db, ctx)?;
+        }
         {
             let mut upsert = tx.prepare_cached(UPSERT_NODE).ctx(db, ctx)?;
             for (node, json) in &nodes {
@@ -634,6 +660,7 @@ impl SqliteStore {
         .execute(params![uid, lease_micros(&chrono::Utc::now())])
         .ctx(db, ctx)?;
         for sql in [
+            RELEASE_WORKFLOW_LOCKS,
             "DELETE FROM commands WHERE workflow_uid = ?1",
             "DELETE FROM queue WHERE workflow_uid = ?1",
             "DELETE FROM node_logs WHERE workflow_uid = ?1",
@@ -1128,6 +1155,8 @@ impl WorkflowRow {
             progress: row.progress,
             outputs: roadie_spec::global_outputs(&nodes),
             nodes,
+            // Filled from the lock table by `Store::get_workflow`.
+            synchronization: None,
         };
         Ok(StoredWorkflow {
             created_at: time_from_sql(db, &row.created_at, &what("createdAt"))?,
@@ -1367,4 +1396,153 @@ impl SqliteStore {
             .ctx(db, ctx)?;
         Ok(n > 0)
     }
+}
+
+/// Synchronization locks (`sync_locks` table, see `locks.rs`).
+impl SqliteStore {
+    pub(crate) fn acquire_locks(
+        &self,
+        req: &crate::LockRequest,
+    ) -> Result<crate::LockOutcome, StoreError> {
+        let db = self.path.as_path();
+        let ctx = || format!("acquiring locks for {}/{}", req.workflow_name, req.node_id);
+        let mut conn = self.conn();
+        // The write lock up front: no other acquire can count between our
+        // count and our update.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(db, ctx)?;
+        let mut blocked = None;
+        for (lock, limit) in &req.locks {
+            tx.prepare_cached(
+                "INSERT INTO sync_locks (lock_name, workflow_uid, node_id, workflow_name, held)
+                 VALUES (?1, ?2, ?3, ?4, 0) ON CONFLICT (lock_name, workflow_uid, node_id) DO NOTHING",
+            )
+            .ctx(db, ctx)?
+            .execute(params![lock, req.workflow_uid, req.node_id, req.workflow_name])
+            .ctx(db, ctx)?;
+            let (id, held_by_me): (i64, i64) = tx
+                .prepare_cached(
+                    "SELECT id, held FROM sync_locks
+                     WHERE lock_name = ?1 AND workflow_uid = ?2 AND node_id = ?3",
+                )
+                .ctx(db, ctx)?
+                .query_row(params![lock, req.workflow_uid, req.node_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .ctx(db, ctx)?;
+            if held_by_me == 1 || blocked.is_some() {
+                continue;
+            }
+            let (held, ahead): (i64, i64) = tx
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(held), 0), COALESCE(SUM(CASE WHEN held = 0 AND id < ?2 THEN 1 ELSE 0 END), 0)
+                     FROM sync_locks WHERE lock_name = ?1",
+                )
+                .ctx(db, ctx)?
+                .query_row(params![lock, id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .ctx(db, ctx)?;
+            let held = u32::try_from(held).unwrap_or(u32::MAX);
+            let ahead = u32::try_from(ahead).unwrap_or(u32::MAX);
+            if !crate::locks::has_slot(*limit, held, ahead) {
+                blocked = Some((lock.clone(), *limit, held));
+            }
+        }
+        let outcome = match blocked {
+            None => {
+                let mut take = tx
+                    .prepare_cached(
+                        "UPDATE sync_locks SET held = 1
+                         WHERE lock_name = ?1 AND workflow_uid = ?2 AND node_id = ?3",
+                    )
+                    .ctx(db, ctx)?;
+                for (lock, _) in &req.locks {
+                    take.execute(params![lock, req.workflow_uid, req.node_id])
+                        .ctx(db, ctx)?;
+                }
+                crate::LockOutcome::Acquired
+            }
+            Some((lock, limit, held)) => {
+                let holders = lock_rows_sql(&tx, db, None, Some(&lock))?
+                    .into_iter()
+                    .filter(|h| h.held)
+                    .collect();
+                crate::LockOutcome::Waiting {
+                    lock,
+                    limit,
+                    held,
+                    holders,
+                }
+            }
+        };
+        tx.commit().ctx(db, ctx)?;
+        Ok(outcome)
+    }
+
+    pub(crate) fn release_locks(
+        &self,
+        workflow_uid: &str,
+        node_id: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let db = self.path.as_path();
+        let ctx = || format!("releasing locks of workflow {workflow_uid}");
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(db, ctx)?;
+        let names: Vec<String> = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "DELETE FROM sync_locks WHERE workflow_uid = ?1 AND (?2 IS NULL OR node_id = ?2)
+                     RETURNING lock_name",
+                )
+                .ctx(db, ctx)?;
+            let rows = stmt
+                .query_map(params![workflow_uid, node_id], |r| r.get(0))
+                .ctx(db, ctx)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().ctx(db, ctx)?
+        };
+        tx.commit().ctx(db, ctx)?;
+        let mut names = names;
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    pub(crate) fn lock_rows(
+        &self,
+        workflow_uid: Option<&str>,
+        lock: Option<&str>,
+    ) -> Result<Vec<crate::LockHolder>, StoreError> {
+        let conn = self.conn();
+        lock_rows_sql(&conn, self.path.as_path(), workflow_uid, lock)
+    }
+}
+
+fn lock_rows_sql(
+    conn: &Connection,
+    db: &Path,
+    workflow_uid: Option<&str>,
+    lock: Option<&str>,
+) -> Result<Vec<crate::LockHolder>, StoreError> {
+    let ctx = || "reading the lock table".to_string();
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT lock_name, workflow_uid, workflow_name, node_id, held FROM sync_locks
+             WHERE (?1 IS NULL OR workflow_uid = ?1) AND (?2 IS NULL OR lock_name = ?2)
+             ORDER BY id",
+        )
+        .ctx(db, ctx)?;
+    let rows = stmt
+        .query_map(params![workflow_uid, lock], |r| {
+            Ok(crate::LockHolder {
+                lock: r.get(0)?,
+                workflow_uid: r.get(1)?,
+                workflow_name: r.get(2)?,
+                node_id: r.get(3)?,
+                held: r.get::<_, i64>(4)? == 1,
+            })
+        })
+        .ctx(db, ctx)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().ctx(db, ctx)
 }
