@@ -34,6 +34,12 @@ mod skipped_outputs;
 #[path = "container_set.rs"]
 mod container_set;
 
+// `synchronization`: mutexes and semaphores (a child module: it gates node creation).
+#[path = "synchronization.rs"]
+mod synchronization;
+use synchronization::LockState;
+pub use synchronization::{SyncHolder, SyncLock, sync_locks, waiting_message};
+
 pub type Time = DateTime<Utc>;
 
 /// Kubernetes' default `terminationGracePeriodSeconds`.
@@ -101,6 +107,20 @@ pub enum Action {
         node: String,
         signal: StepSignal,
     },
+    /// Take every lock of `locks` for `holder`, all or none, in the lock
+    /// table the profile's workflows share; answer with
+    /// `Event::LocksAcquired`, `Event::LocksWaiting` (then ask again when a
+    /// lock frees) or `Event::LocksFailed`. Asking again is harmless.
+    AcquireLocks {
+        holder: SyncHolder,
+        locks: Vec<SyncLock>,
+    },
+    /// Give back what `holder` holds and leave the queues it waits in; with
+    /// `None`, everything the workflow holds or waits for. Waiters (of any
+    /// workflow) may then get the locks.
+    ReleaseLocks {
+        holder: Option<SyncHolder>,
+    },
 }
 
 /// How a step process ended.
@@ -136,6 +156,23 @@ pub enum Event {
     ProbeResult {
         node: String,
         ok: bool,
+        message: String,
+    },
+    /// `holder` holds every lock it asked for.
+    LocksAcquired {
+        holder: SyncHolder,
+    },
+    /// `holder` waits: `lock` is taken (`message` says by how many, as Argo
+    /// words it; see [`waiting_message`]).
+    LocksWaiting {
+        holder: SyncHolder,
+        lock: String,
+        message: String,
+    },
+    /// The locks cannot be had (e.g. a semaphore whose limit is not
+    /// configured): the node, or the workflow, errors with `message`.
+    LocksFailed {
+        holder: SyncHolder,
         message: String,
     },
 }
@@ -235,6 +272,15 @@ pub struct WorkflowRun {
     workflow_changed: bool,
     /// WorkflowTemplates for `templateRef` (see [`RunOptions::library`]).
     library: Vec<Workflow>,
+    /// Synchronization: where each holder is with its locks.
+    locks: HashMap<SyncHolder, LockState>,
+    /// Nodes that are `Pending` stand-ins while they wait for their locks.
+    lock_placeholders: HashSet<String>,
+    /// A stand-in taken out of the tree while its real node is created.
+    lock_standin: Option<NodeStatus>,
+    /// Some lock was (or may have been) asked for: the end of the run gives
+    /// everything back.
+    uses_locks: bool,
 }
 
 impl WorkflowRun {
@@ -360,8 +406,13 @@ impl WorkflowRun {
             grace_default,
             workflow_changed: true,
             library: opts.library.clone(),
+            locks: HashMap::new(),
+            lock_placeholders: HashSet::new(),
+            lock_standin: None,
+            uses_locks: false,
         };
         run.workflow_params = params;
+        run.uses_locks = run.workflow_uses_locks();
         Ok(run)
     }
 
@@ -438,6 +489,7 @@ impl WorkflowRun {
             }
         }
         run.workflow_changed = true;
+        run.release_locks_of_finished_nodes();
         run.reconcile(now);
         Ok(run)
     }
@@ -638,6 +690,13 @@ impl WorkflowRun {
                 }
             }
             Event::StepExited { node, exit } => self.on_exit(now, &node, exit),
+            Event::LocksAcquired { holder } => self.on_locks_acquired(holder),
+            Event::LocksWaiting {
+                holder,
+                lock,
+                message,
+            } => self.on_locks_waiting(holder, lock, message),
+            Event::LocksFailed { holder, message } => self.on_locks_failed(now, holder, message),
         }
     }
 
@@ -745,9 +804,15 @@ impl WorkflowRun {
         // next group or task start) within the same walk.
         self.walk(now);
         self.pod_timers(now);
+        if !self.is_completed() {
+            self.release_finished_locks();
+        }
     }
 
     fn walk(&mut self, now: Time) {
+        if !self.workflow_locks_ready() {
+            return;
+        }
         let entry = self.wf.spec.entrypoint.clone().unwrap_or_default();
         let Some(mut tmpl) = self.templates.get(&entry).cloned() else {
             return;
@@ -904,6 +969,7 @@ impl WorkflowRun {
         self.status.progress = Some(self.progress());
         self.workflow_changed = true;
         self.wake = None;
+        self.release_all_locks();
     }
 
     fn progress(&self) -> String {
@@ -948,6 +1014,16 @@ impl WorkflowRun {
     /// Creates or advances the node of one template invocation (with its
     /// retry wrapper when the template has a retryStrategy).
     fn drive(&mut self, now: Time, call: &Call) -> String {
+        if let Some(id) = self.lock_gate(now, call) {
+            return id;
+        }
+        let id = self.drive_unlocked(now, call);
+        self.restore_standin(&id);
+        id
+    }
+
+    /// [`WorkflowRun::drive`] once the node may run (holds its locks, or needs none).
+    fn drive_unlocked(&mut self, now: Time, call: &Call) -> String {
         let strategy = if call.retry_attempt.is_some() {
             None
         } else {
@@ -2675,7 +2751,9 @@ impl WorkflowRun {
         };
         self.status.nodes.insert(id.clone(), node);
         self.changed.insert(id.clone());
-        if let Some(parent) = &call.parent {
+        // The real node of a lock stand-in takes its place among its parent's children.
+        let replaces_standin = self.lock_placeholders.remove(&id);
+        if let Some(parent) = call.parent.as_ref().filter(|_| !replaces_standin) {
             let child = id.clone();
             // A node being created cannot be a child yet: push without a scan.
             if let Some(p) = self.status.nodes.get_mut(parent.as_str()) {
@@ -2911,6 +2989,7 @@ impl WorkflowRun {
         self.shutdown = Some((mode, message.to_string()));
         self.status.message = Some(message.to_string());
         self.workflow_changed = true;
+        self.fail_lock_waiters(now, message);
         let mut ids: Vec<String> = Vec::new();
         for (id, pod) in self.pods.iter_mut() {
             if pod.termination.is_none() {
@@ -3263,5 +3342,6 @@ fn action_key(a: &Action) -> (u8, &str) {
         Action::Signal { node, .. } => (0, node),
         Action::Probe { node, .. } => (1, node),
         Action::StartStep(l) => (2, &l.node),
+        Action::AcquireLocks { .. } | Action::ReleaseLocks { .. } => (3, ""),
     }
 }

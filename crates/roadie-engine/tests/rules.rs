@@ -1008,6 +1008,7 @@ fn crash_and_resume(s: &Sim) -> Sim {
         launched: vec![],
         probes: vec![],
         signals: vec![],
+        lock_actions: vec![],
     };
     r.drain();
     r
@@ -1134,6 +1135,7 @@ fn retry_reruns_failed_steps_and_restarts_the_daemons_they_need() {
         launched: vec![],
         probes: vec![],
         signals: vec![],
+        lock_actions: vec![],
     };
     r.drain();
     assert_eq!(

@@ -15,6 +15,8 @@ pub struct Sim {
     pub launched: Vec<StepLaunch>,
     pub probes: Vec<String>,
     pub signals: Vec<(String, StepSignal)>,
+    /// `AcquireLocks` / `ReleaseLocks` asked for, in order, not yet handled.
+    pub lock_actions: Vec<Action>,
 }
 
 impl Sim {
@@ -41,6 +43,7 @@ impl Sim {
             launched: vec![],
             probes: vec![],
             signals: vec![],
+            lock_actions: vec![],
         };
         sim.drain();
         sim
@@ -52,6 +55,9 @@ impl Sim {
                 Action::StartStep(l) => self.launched.push(l),
                 Action::Probe { node, .. } => self.probes.push(node),
                 Action::Signal { node, signal } => self.signals.push((node, signal)),
+                a @ (Action::AcquireLocks { .. } | Action::ReleaseLocks { .. }) => {
+                    self.lock_actions.push(a)
+                }
             }
         }
     }
