@@ -898,7 +898,11 @@ impl<'a> Linter<'a> {
                 .iter()
                 .enumerate()
                 .map(|(i, s)| (format!("{path}.semaphores[{i}]"), s))
-                .chain(sync.semaphore.iter().map(|s| (format!("{path}.semaphore"), s)));
+                .chain(
+                    sync.semaphore
+                        .iter()
+                        .map(|s| (format!("{path}.semaphore"), s)),
+                );
             for (p, sem) in semaphores.collect::<Vec<_>>() {
                 let cm_ok = sem
                     .config_map_key_ref
