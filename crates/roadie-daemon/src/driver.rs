@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::Utc;
-use roadie_engine::{Action, Event, StepExit, StepLaunch, StepSignal, StopMode, WorkflowRun};
+use roadie_engine::{
+    Action, Event, StepExit, StepLaunch, StepSignal, StopMode, SyncHolder, SyncLock, WorkflowRun,
+};
 use roadie_runtime::{HostRuntime, RuntimeEvent, Signal};
 use roadie_spec::{NodeStatus, WorkflowPhase};
 use roadie_store::{Profile, Store, StoreError, WorkflowStatusSummary};
@@ -54,6 +56,16 @@ struct Waiting {
     step: StepLaunch,
 }
 
+/// A lock request of one of this driver's workflows that has to wait: asked
+/// again, in this order, whenever a lock is given back (here, or in another
+/// process of the profile, which wakes this one through the wake file).
+#[derive(Clone, PartialEq)]
+struct LockWait {
+    uid: String,
+    holder: SyncHolder,
+    locks: Vec<SyncLock>,
+}
+
 struct Active {
     run: WorkflowRun,
     log_dir: PathBuf,
@@ -76,6 +88,12 @@ pub struct Driver {
     /// The lease owner writes are fenced with (workers), so a worker that
     /// lost a workflow to another can never overwrite its record.
     owner: Option<String>,
+    /// Lock requests waiting for a lock, oldest first.
+    lock_waits: Vec<LockWait>,
+    /// Semaphore limits from the profile's config.toml (read again when woken).
+    semaphore_limits: crate::locks::SemaphoreLimits,
+    /// A lock was given back since the waiters were last asked again.
+    locks_freed: bool,
 }
 
 impl Driver {
@@ -99,6 +117,9 @@ impl Driver {
             max_steps: max_steps.max(1),
             running_steps: 0,
             owner: None,
+            lock_waits: Vec::new(),
+            semaphore_limits: crate::locks::SemaphoreLimits::load(profile),
+            locks_freed: false,
         })
     }
 
@@ -146,6 +167,7 @@ impl Driver {
         );
         let mut out = Processed::default();
         self.settle(uid, &mut out)?;
+        self.retry_lock_waits(&mut out)?;
         Ok(out)
     }
 
@@ -160,6 +182,7 @@ impl Driver {
         if let Some(a) = self.runs.get_mut(uid) {
             a.run.stop(Utc::now(), mode, message);
             self.settle(uid, &mut out)?;
+            self.retry_lock_waits(&mut out)?;
         }
         Ok(out)
     }
@@ -170,6 +193,7 @@ impl Driver {
         if let Some(a) = self.runs.get_mut(uid) {
             a.run.suspend(Utc::now());
             self.settle(uid, &mut out)?;
+            self.retry_lock_waits(&mut out)?;
         }
         Ok(out)
     }
@@ -180,6 +204,7 @@ impl Driver {
         if let Some(a) = self.runs.get_mut(uid) {
             a.run.unsuspend(Utc::now());
             self.settle(uid, &mut out)?;
+            self.retry_lock_waits(&mut out)?;
         }
         Ok(out)
     }
@@ -194,6 +219,7 @@ impl Driver {
         if let Some(a) = self.runs.get_mut(uid) {
             a.run.resume_suspended(Utc::now(), node);
             self.settle(uid, &mut out)?;
+            self.retry_lock_waits(&mut out)?;
         }
         Ok(out)
     }
@@ -213,6 +239,7 @@ impl Driver {
                 return Ok(Err(e));
             }
             self.settle(uid, &mut out)?;
+            self.retry_lock_waits(&mut out)?;
         }
         Ok(Ok(out))
     }
@@ -234,6 +261,90 @@ impl Driver {
             self.node_owner.remove(&n);
         }
         self.waiting.retain(|w| w.uid != uid);
+        // Its locks stay with the workflow: whoever drives it now holds them.
+        self.lock_waits.retain(|w| w.uid != uid);
+    }
+
+    /// Another process gave a lock back (it touched the wake file), or the
+    /// slow tick: ask again for the locks this driver's workflows wait for.
+    pub fn retry_locks(&mut self) -> Result<Processed, DriverError> {
+        let mut out = Processed::default();
+        if self.lock_waits.is_empty() {
+            return Ok(out);
+        }
+        self.semaphore_limits = crate::locks::SemaphoreLimits::load(&self.profile);
+        self.locks_freed = true;
+        self.retry_lock_waits(&mut out)?;
+        Ok(out)
+    }
+
+    /// Whether some workflow of this driver waits for a lock.
+    pub fn waits_for_locks(&self) -> bool {
+        !self.lock_waits.is_empty()
+    }
+
+    /// After locks were given back: the waiters of this process are asked
+    /// again at once, oldest first (the store serves them in arrival order
+    /// across processes), and the other processes of the profile are woken
+    /// to do the same.
+    fn retry_lock_waits(&mut self, out: &mut Processed) -> Result<(), DriverError> {
+        let mut woke_others = false;
+        while std::mem::take(&mut self.locks_freed) {
+            if !woke_others {
+                crate::worker::wake_workers(&self.profile);
+                woke_others = true;
+            }
+            for w in self.lock_waits.clone() {
+                if !self.lock_waits.contains(&w) {
+                    continue;
+                }
+                self.acquire(&w.uid, w.holder, w.locks)?;
+                self.settle(&w.uid, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the store for `locks` and tells the engine the answer.
+    fn acquire(
+        &mut self,
+        uid: &str,
+        holder: SyncHolder,
+        locks: Vec<SyncLock>,
+    ) -> Result<(), DriverError> {
+        let Some(a) = self.runs.get(uid) else {
+            return Ok(());
+        };
+        let name = a.run.name().to_string();
+        let this = LockWait {
+            uid: uid.to_string(),
+            holder: holder.clone(),
+            locks,
+        };
+        let event =
+            match crate::locks::request(uid, &name, &holder, &this.locks, &self.semaphore_limits) {
+                Err(message) => {
+                    self.lock_waits.retain(|w| *w != this);
+                    Event::LocksFailed {
+                        holder: holder.clone(),
+                        message,
+                    }
+                }
+                Ok(req) => {
+                    let outcome = self.store.acquire_locks(&req)?;
+                    let waits = matches!(outcome, roadie_store::LockOutcome::Waiting { .. });
+                    match (waits, self.lock_waits.contains(&this)) {
+                        (true, false) => self.lock_waits.push(this),
+                        (false, true) => self.lock_waits.retain(|w| *w != this),
+                        _ => {}
+                    }
+                    crate::locks::outcome_event(holder, outcome)
+                }
+            };
+        if let Some(a) = self.runs.get_mut(uid) {
+            a.run.handle(Utc::now(), event);
+        }
+        Ok(())
     }
 
     /// Waits for runtime events or the earliest engine timer.
@@ -320,6 +431,7 @@ impl Driver {
             }
         }
         self.start_waiting();
+        self.retry_lock_waits(&mut out)?;
         Ok(out)
     }
 
@@ -428,6 +540,16 @@ impl Driver {
                     StepSignal::Kill => Signal::Kill,
                 };
                 self.host.signal(&node, signal);
+            }
+            Action::AcquireLocks { holder, locks } => self.acquire(uid, holder, locks)?,
+            Action::ReleaseLocks { holder } => {
+                let node = holder.as_ref().map(crate::locks::holder_node);
+                let freed = self.store.release_locks(uid, node)?;
+                self.lock_waits
+                    .retain(|w| !(w.uid == uid && holder.as_ref().is_none_or(|h| *h == w.holder)));
+                if !freed.is_empty() {
+                    self.locks_freed = true;
+                }
             }
         }
         Ok(())

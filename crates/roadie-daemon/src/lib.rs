@@ -12,6 +12,7 @@ pub mod control;
 pub mod cron;
 pub mod driver;
 mod error;
+pub mod locks;
 pub mod supervisor;
 pub mod testmode;
 pub mod worker;

@@ -8,7 +8,9 @@
 //!   suspended workflow, or one waiting on a timer, holds no slot.
 //! - A new submission wakes workers through a file-system event on the
 //!   profile's `wake/queue` file; a slow tick covers leases that expire and
-//!   other machines sharing a PostgreSQL store.
+//!   other machines sharing a PostgreSQL store. A process that gives a
+//!   synchronization lock back touches the same file, so the workflows
+//!   waiting for it, in every worker and `roadie run`, ask again at once.
 //! - On SIGTERM (from `roadie daemon stop`, or because the supervisor died,
 //!   through the death signal it set) the worker stops its steps and hands
 //!   its workflows back to the queue. Their stored node trees are where the
@@ -245,6 +247,9 @@ async fn run(profile: &Profile, opts: WorkerOptions) -> Result<()> {
             Some(()) = wake_rx.recv() => {
                 while wake_rx.try_recv().is_ok() {}
                 worker.commands(&mut driver)?;
+                // A lock may have been given back by another process.
+                let processed = driver.retry_locks()?;
+                worker.finished(&processed)?;
                 worker.claim(&mut driver)?;
             }
             _ = slow.tick() => {
@@ -253,6 +258,12 @@ async fn run(profile: &Profile, opts: WorkerOptions) -> Result<()> {
                     break;
                 }
                 worker.commands(&mut driver)?;
+                // Locks given back on another machine (a shared PostgreSQL
+                // store) wake no file here.
+                if store.is_postgres() {
+                    let processed = driver.retry_locks()?;
+                    worker.finished(&processed)?;
+                }
                 worker.claim(&mut driver)?;
             }
             _ = heartbeat.tick() => {

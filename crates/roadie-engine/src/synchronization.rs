@@ -183,8 +183,8 @@ impl WorkflowRun {
                         self.create_node(call, standin_type(&call.template, self), now);
                         self.lock_placeholders.insert(id.clone());
                         let first = locks[0].name.clone();
+                        // The message comes with the driver's answer, if it waits.
                         self.update_node(&id, |n| {
-                            n.message = Some(format!("Waiting for {first} lock"));
                             n.synchronization_status = Some(NodeSynchronizationStatus {
                                 waiting: Some(first.clone()),
                             });

@@ -47,8 +47,11 @@ fn open(profile: Option<&str>) -> Result<(Profile, Store)> {
     profile.ensure_dirs()?;
     let store = roadie_daemon::worker::open_store(&profile)?;
     // A record left "Running" by a roadie that died is settled before anyone reads it.
-    if let Err(e) = crate::orphans::mark_dead_runs(&store) {
-        eprintln!("warning: could not check for runs of dead roadie processes: {e}");
+    match crate::orphans::mark_dead_runs(&store) {
+        // Their locks went with them: whoever waits for one asks again.
+        Ok(marked) if !marked.is_empty() => roadie_daemon::worker::wake_workers(&profile),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: could not check for runs of dead roadie processes: {e}"),
     }
     Ok((profile, store))
 }

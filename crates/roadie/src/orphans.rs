@@ -2,7 +2,9 @@
 //! stay "Running" in the store for ever. Each run records which process
 //! drives it; any later roadie command that opens the store marks the runs of
 //! dead drivers on this machine as Failed, so they can be listed, retried and
-//! deleted. (Their processes are reaped separately, by the runtime.)
+//! deleted. (Their processes are reaped separately, by the runtime.) Marking
+//! a run Failed also gives back its synchronization locks (the store does it
+//! with the write that completes a workflow).
 
 use anyhow::Result;
 use chrono::Utc;

@@ -170,6 +170,52 @@ pub fn summary_lines(name: &str, status: &WorkflowStatus) -> Vec<String> {
     if let Some(p) = &status.progress {
         out.push(format!("Progress:  {p}"));
     }
+    out.extend(synchronization_lines(status));
+    out
+}
+
+/// The locks the workflow holds and those it waits for, with who holds them
+/// (`status.synchronization`, filled by the store from its lock table).
+fn synchronization_lines(status: &WorkflowStatus) -> Vec<String> {
+    let Some(sync) = &status.synchronization else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let holders = |h: &str| {
+        if h.is_empty() {
+            "nobody".to_string()
+        } else {
+            h.to_string()
+        }
+    };
+    if let Some(m) = &sync.mutex {
+        for h in &m.holding {
+            out.push(format!("Holding:   {} (by {})", h.mutex, h.holder));
+        }
+        for h in &m.waiting {
+            out.push(format!(
+                "Waiting:   {} (held by {})",
+                h.mutex,
+                holders(&h.holder)
+            ));
+        }
+    }
+    if let Some(s) = &sync.semaphore {
+        for h in &s.holding {
+            out.push(format!(
+                "Holding:   {} (by {})",
+                h.semaphore,
+                h.holders.join(", ")
+            ));
+        }
+        for h in &s.waiting {
+            out.push(format!(
+                "Waiting:   {} (held by {})",
+                h.semaphore,
+                holders(&h.holders.join(", "))
+            ));
+        }
+    }
     out
 }
 

@@ -119,11 +119,15 @@ async fn drive(
         }
     };
     match crate::orphans::mark_dead_runs(&store) {
-        Ok(marked) if !marked.is_empty() => eprintln!(
-            "note: marked {} run(s) of roadie processes that died as Failed: {}",
-            marked.len(),
-            marked.join(", ")
-        ),
+        Ok(marked) if !marked.is_empty() => {
+            eprintln!(
+                "note: marked {} run(s) of roadie processes that died as Failed: {}",
+                marked.len(),
+                marked.join(", ")
+            );
+            // Their locks went with them: whoever waits for one asks again.
+            roadie_daemon::worker::wake_workers(profile);
+        }
         Ok(_) => {}
         Err(e) => eprintln!("warning: could not check for runs of dead roadie processes: {e}"),
     }
@@ -180,7 +184,8 @@ async fn drive(
                 if take_commands(&store, &mut driver, &uid, &mut view)? {
                     break;
                 }
-                Processed::default()
+                // Another process may have given back a lock this run waits for.
+                driver.retry_locks()?
             }
             _ = sigint.recv() => interrupt(&mut driver, &uid, &mut interrupts, &mut view, "SIGINT").await?,
             _ = sigterm.recv() => interrupt(&mut driver, &uid, &mut interrupts, &mut view, "SIGTERM").await?,
