@@ -547,7 +547,9 @@ impl Driver {
                 let freed = self.store.release_locks(uid, node)?;
                 self.lock_waits
                     .retain(|w| !(w.uid == uid && holder.as_ref().is_none_or(|h| *h == w.holder)));
-                if !freed.is_empty() {
+                // At the end of a run the store already dropped its rows, with
+                // the write that completed it: waiters are woken all the same.
+                if !freed.is_empty() || holder.is_none() {
                     self.locks_freed = true;
                 }
             }
