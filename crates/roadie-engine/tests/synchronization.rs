@@ -383,3 +383,117 @@ fn a_resumed_run_asks_again_for_the_locks_of_its_unfinished_nodes() {
     assert_eq!(s.phase(), WorkflowPhase::Succeeded);
     assert!(t.rows.is_empty());
 }
+
+#[test]
+fn dag_tasks_on_one_mutex_run_one_after_the_other() {
+    let mut s = Sim::new(
+        r#"
+metadata: {name: sync}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - {name: a, template: locked}
+      - {name: b, template: locked}
+      - {name: c, template: plain, depends: "a && b"}
+  - name: locked
+    synchronization:
+      mutexes: [{name: m}]
+    container: {command: [sleep, "1"]}
+  - name: plain
+    container: {command: [echo]}
+"#,
+    );
+    let mut t = Table::default();
+    pump(&mut s, &mut t);
+    assert_eq!(s.launched_names(), vec!["sync.a"]);
+    assert_eq!(s.node(".b").phase, NodePhase::Pending);
+    finish(&mut s, &mut t, ".a", 0);
+    assert_eq!(s.launched_names(), vec!["sync.b"]);
+    finish(&mut s, &mut t, ".b", 0);
+    assert_eq!(s.launched_names(), vec!["sync.c"]);
+    finish(&mut s, &mut t, ".c", 0);
+    assert_eq!(s.phase(), WorkflowPhase::Succeeded);
+    assert_eq!(s.node("sync").children.len(), 3);
+}
+
+#[test]
+fn a_steps_template_holds_its_mutex_until_all_its_steps_are_done() {
+    let mut s = Sim::new(
+        r#"
+metadata: {name: sync}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: x, template: pair}
+      - {name: y, template: pair}
+  - name: pair
+    synchronization:
+      mutex: {name: m}
+    steps:
+    - - {name: first, template: work}
+    - - {name: second, template: work}
+  - name: work
+    retryStrategy: {limit: 1}
+    container: {command: [sleep, "1"]}
+"#,
+    );
+    let mut t = Table::default();
+    pump(&mut s, &mut t);
+    assert_eq!(s.launched_names(), vec!["sync[0].x[0].first(0)"]);
+    let y = s.node("[0].y");
+    assert_eq!(
+        (y.phase, y.node_type),
+        (NodePhase::Pending, NodeType::Steps)
+    );
+    finish(&mut s, &mut t, "x[0].first(0)", 0);
+    // x holds the mutex between its groups: y still waits.
+    assert_eq!(s.launched_names(), vec!["sync[0].x[1].second(0)"]);
+    // A failed attempt retried inside x: y still waits.
+    finish(&mut s, &mut t, "x[1].second(0)", 1);
+    assert_eq!(s.launched_names(), vec!["sync[0].x[1].second(1)"]);
+    finish(&mut s, &mut t, "x[1].second(1)", 0);
+    assert_eq!(s.node("[0].x").phase, NodePhase::Succeeded);
+    assert_eq!(s.launched_names(), vec!["sync[0].y[0].first(0)"]);
+    finish(&mut s, &mut t, "y[0].first(0)", 0);
+    finish(&mut s, &mut t, "y[1].second(0)", 0);
+    assert_eq!(s.phase(), WorkflowPhase::Succeeded);
+    assert!(t.rows.is_empty());
+}
+
+#[test]
+fn a_retried_step_keeps_its_lock_over_all_its_attempts() {
+    let mut s = Sim::new(
+        r#"
+metadata: {name: sync}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: a, template: locked}
+      - {name: b, template: locked}
+  - name: locked
+    retryStrategy: {limit: 2}
+    synchronization:
+      mutexes: [{name: welcome}]
+    container: {command: [sleep, "1"]}
+"#,
+    );
+    let mut t = Table::default();
+    pump(&mut s, &mut t);
+    assert_eq!(s.launched_names(), vec!["sync[0].a(0)"]);
+    assert_eq!(s.node("[0].b").node_type, NodeType::Retry);
+    finish(&mut s, &mut t, "[0].a(0)", 1);
+    // The retry node holds the mutex: its next attempt runs, b still waits.
+    assert_eq!(s.launched_names(), vec!["sync[0].a(1)"]);
+    assert_eq!(s.node("[0].b").phase, NodePhase::Pending);
+    finish(&mut s, &mut t, "[0].a(1)", 0);
+    assert_eq!(s.launched_names(), vec!["sync[0].b(0)"]);
+    finish(&mut s, &mut t, "[0].b(0)", 0);
+    assert_eq!(s.phase(), WorkflowPhase::Succeeded);
+}
