@@ -366,3 +366,108 @@ fn the_lock_of_a_killed_roadie_run_is_given_back_when_its_run_is_marked_failed()
     assert_eq!(phase(&first_wf), "Failed");
     assert!(first_wf["status"].get("synchronization").is_none());
 }
+
+const CRASH_YAML: &str = r#"apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata: {generateName: crash-}
+spec:
+  entrypoint: main
+  arguments:
+    parameters: [{name: dir}, {name: who}, {name: gate}]
+  synchronization:
+    mutexes: [{name: crash}]
+  templates:
+  - name: main
+    script:
+      image: alpine
+      command: [sh]
+      source: |
+        echo "begin {{workflow.parameters.who}}" >> "{{workflow.parameters.dir}}/trace"
+        while [ ! -e "{{workflow.parameters.gate}}" ]; do sleep 0.1; done
+        echo "end {{workflow.parameters.who}}" >> "{{workflow.parameters.dir}}/trace"
+"#;
+
+/// Workers killed with SIGKILL while a workflow holds a workflow-level
+/// mutex: the workflow is resumed by a new worker and keeps its lock (the
+/// one waiting for it goes on waiting), and both end, one after the other.
+#[test]
+fn a_workflow_resumed_after_its_worker_was_killed_keeps_its_lock() {
+    let env = Env::new();
+    let file = write(&env, "crash.yaml", CRASH_YAML);
+    let dir = format!("dir={}", env.dir().display());
+    let gate = env.dir().join("gate");
+    let gate_param = format!("gate={}", gate.display());
+    env.roadie(&["daemon", "start", "--workers", "2"])
+        .expect_code(0);
+    let _stop = StopDaemon(&env);
+    let submit = |who: &str| {
+        let out = env.roadie(&[
+            "submit",
+            &file,
+            "-p",
+            &dir,
+            "-p",
+            &gate_param,
+            "-p",
+            &format!("who={who}"),
+        ]);
+        out.expect_code(0);
+        out.stdout.trim().to_string()
+    };
+    let a = submit("a");
+    wait_for(Duration::from_secs(30), || {
+        let wf = env.get_json_if_any(&a)?;
+        (common::find_node(&wf, &a)?["phase"] == "Running").then_some(())
+    })
+    .expect("a holds the mutex and runs");
+    let b = submit("b");
+    wait_for(Duration::from_secs(30), || {
+        let wf = env.get_json_if_any(&b)?;
+        wf["status"]["message"]
+            .as_str()?
+            .starts_with("Waiting for default/Mutex/crash lock")
+            .then_some(())
+    })
+    .expect("b waits for the mutex");
+    // Kill every worker; the supervisor starts new ones, which resume a and b.
+    let status: Value = serde_json::from_str(
+        &env.roadie(&["daemon", "status", "-o", "json"])
+            .expect_code(0)
+            .stdout,
+    )
+    .expect("status JSON");
+    for w in status["workers"].as_array().expect("workers") {
+        if let Some(pid) = w["pid"].as_u64() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+    // a runs its step again (it died with its worker); b still waits.
+    wait_for(Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(env.dir().join("trace")).ok()?;
+        (text.lines().filter(|l| *l == "begin a").count() >= 2).then_some(())
+    })
+    .expect("a resumed on a new worker");
+    let b_wf = env.get_json(&b);
+    assert_eq!(phase(&b_wf), "Pending", "{b_wf:#}");
+    std::fs::write(&gate, "").expect("open the gate");
+    for name in [&a, &b] {
+        let done = wait_for(Duration::from_secs(60), || {
+            let wf = env.get_json_if_any(name)?;
+            matches!(phase(&wf), "Succeeded" | "Failed" | "Error").then_some(wf)
+        })
+        .unwrap_or_else(|| panic!("{name} did not complete"));
+        assert_eq!(
+            phase(&done),
+            "Succeeded",
+            "{name}: {}",
+            describe_nodes(&done)
+        );
+    }
+    let text = std::fs::read_to_string(env.dir().join("trace")).expect("trace");
+    let lines: Vec<&str> = text.lines().collect();
+    let end_a = lines.iter().position(|l| *l == "end a").expect("a ended");
+    let begin_b = lines.iter().position(|l| *l == "begin b").expect("b began");
+    assert!(end_a < begin_b, "b ran while a held the mutex:\n{text}");
+}
