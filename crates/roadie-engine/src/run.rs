@@ -446,7 +446,12 @@ impl WorkflowRun {
             .status
             .nodes
             .values()
-            .filter(|n| n.node_type == NodeType::Pod && !n.phase.is_completed())
+            // A lock stand-in never ran: it stays, and asks for its locks again.
+            .filter(|n| {
+                n.node_type == NodeType::Pod
+                    && !n.phase.is_completed()
+                    && n.synchronization_status.is_none()
+            })
             .cloned()
             .collect();
         for pod in lost {

@@ -222,10 +222,10 @@ impl WorkflowRun {
                     self.workflow_changed = true;
                 }
             }
-            SyncHolder::Node(id) => self.update_node(&id, |n| {
-                n.message = None;
-                n.synchronization_status = None;
-            }),
+            // The stand-in keeps its `synchronizationStatus` (what marks it as
+            // one, should it stay a moment longer: a suspended workflow, a
+            // crash); the real node that replaces it has none.
+            SyncHolder::Node(id) => self.update_node(&id, |n| n.message = None),
         }
     }
 

@@ -181,7 +181,11 @@ fn two_parallel_steps_on_one_mutex_run_one_after_the_other() {
     assert_eq!(s.launched_names(), vec!["sync[0].b"]);
     let b = s.node("[0].b");
     assert_eq!(b.message, None);
-    assert_eq!(b.synchronization_status, None);
+    assert_eq!(
+        b.synchronization_status, None,
+        "the real node replaced the stand-in"
+    );
+    assert_eq!(b.phase, NodePhase::Pending);
     // The stand-in was replaced, not added twice.
     assert_eq!(s.node("sync[0]").children.len(), 2);
     finish(&mut s, &mut t, "[0].b", 0);
@@ -382,6 +386,16 @@ fn a_resumed_run_asks_again_for_the_locks_of_its_unfinished_nodes() {
     finish(&mut s, &mut t, "[0].b", 0);
     assert_eq!(s.phase(), WorkflowPhase::Succeeded);
     assert!(t.rows.is_empty());
+    // Each child once: b's stand-in stayed through the resume and was
+    // replaced, not added again.
+    let mut kids: Vec<String> = s
+        .node("sync[0]")
+        .children
+        .iter()
+        .map(|c| s.run.status().nodes[c].display_name.clone())
+        .collect();
+    kids.sort();
+    assert_eq!(kids, vec!["a", "b"]);
 }
 
 #[test]
