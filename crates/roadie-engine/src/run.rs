@@ -77,6 +77,15 @@ pub struct StepLaunch {
     pub output_artifacts: Vec<crate::OutputArtifact>,
     /// emptyDir volumes to mount in the step's filesystem.
     pub mounts: Vec<crate::VolumeMount>,
+    /// `initContainers`: run one after another before the main process; each must exit 0,
+    /// or the start fails (`Event::StepStartFailed` naming it) and the main never runs.
+    pub init_containers: Vec<crate::ContainerLaunch>,
+    /// `sidecars`: started before the main process and stopped once it has exited
+    /// (SIGTERM, SIGKILL after `grace_seconds`); the step's result is the main process's.
+    pub sidecars: Vec<crate::ContainerLaunch>,
+    /// The pod's `terminationGracePeriodSeconds` (podSpecPatch, else the workflow's, else
+    /// 30): how long sidecars get between SIGTERM and SIGKILL.
+    pub grace_seconds: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1027,6 +1036,11 @@ impl WorkflowRun {
             }
         };
         self.create_node(call, NodeType::Pod, now);
+        let grace = tmpl
+            .pod_spec_patch
+            .as_deref()
+            .and_then(grace_from_patch)
+            .unwrap_or(self.grace_default);
         let launch = match build_launch(&id, &call.name, &tmpl).and_then(|mut l| {
             l.input_artifacts = crate::artifacts::plan_inputs(&tmpl)?;
             l.output_artifacts = crate::artifacts::plan_outputs(&tmpl, &self.name, &id)?;
@@ -1036,6 +1050,11 @@ impl WorkflowRun {
                 &self.name,
                 &id,
             );
+            let volumes = self.wf.spec.extra.get("volumes");
+            l.init_containers =
+                crate::sidecars::plan(&tmpl, "initContainers", volumes, &self.name, &id)?;
+            l.sidecars = crate::sidecars::plan(&tmpl, "sidecars", volumes, &self.name, &id)?;
+            l.grace_seconds = grace;
             Ok(l)
         }) {
             Ok(l) => l,
@@ -1044,11 +1063,6 @@ impl WorkflowRun {
                 return id;
             }
         };
-        let grace = tmpl
-            .pod_spec_patch
-            .as_deref()
-            .and_then(grace_from_patch)
-            .unwrap_or(self.grace_default);
         let probe = if tmpl.is_daemon() {
             container_of(&tmpl).and_then(|c| c.readiness_probe.clone())
         } else {
@@ -3127,6 +3141,9 @@ fn build_launch(id: &str, name: &str, t: &Template) -> Result<StepLaunch, String
         input_artifacts: Vec::new(),
         output_artifacts: Vec::new(),
         mounts: Vec::new(),
+        init_containers: Vec::new(),
+        sidecars: Vec::new(),
+        grace_seconds: DEFAULT_GRACE_SECONDS,
     })
 }
 
