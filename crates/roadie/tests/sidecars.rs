@@ -157,3 +157,45 @@ fn no_sidecar_outlives_a_killed_roadie() {
         processes_with_arg(&marker)
     );
 }
+
+/// A daemon step's sidecar lives as long as the daemon: its readiness probe
+/// and the next step reach the sidecar's port at the daemon's address, and
+/// the sidecar goes when the daemon is torn down.
+#[test]
+fn a_daemons_sidecar_serves_its_scope_and_goes_with_it() {
+    require_program("python3");
+    require_program("curl");
+    let env = Env::new();
+    let port = free_port().to_string();
+    let (out, wf) = env.run_json(
+        &fixture("daemon-sidecar.yaml"),
+        "daemon-sidecar",
+        &["-p", &format!("port={port}"), "-p", &env.out_param()],
+    );
+    out.expect_code(0);
+    assert_eq!(phase(&wf), "Succeeded", "{}", describe_nodes(&wf));
+    let svc = node(&wf, "svc");
+    assert_eq!(svc["phase"], "Succeeded", "{}", describe_nodes(&wf));
+    assert!(
+        svc["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("torn down"),
+        "{}",
+        describe_nodes(&wf)
+    );
+    let client = env.node_log("daemon-sidecar", "client");
+    assert!(
+        client.contains("hello from the daemon sidecar"),
+        "the client did not reach the daemon's sidecar: {client}"
+    );
+    let pid: u32 = std::fs::read_to_string(env.dir().join("sidecar.pid"))
+        .expect("the sidecar wrote its pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert!(
+        !pid_alive(pid),
+        "the daemon's sidecar {pid} outlived the workflow"
+    );
+}
