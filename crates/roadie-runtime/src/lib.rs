@@ -161,7 +161,8 @@ pub enum RuntimeEvent {
         /// The leader's pid, which is also the group id.
         pid: u32,
     },
-    /// The process could not be started.
+    /// The process could not be started: its program is missing, an init container
+    /// failed, a sidecar could not start, or it was stopped before its main process ran.
     StartFailed {
         /// The launch's key.
         key: String,

@@ -125,6 +125,34 @@ async fn a_sidecar_ignoring_sigterm_is_killed_after_the_grace_period() {
     }
 }
 
+/// A sidecar that fails while the main process runs does not fail the step: the step's
+/// result is the main process's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sidecar_does_not_fail_the_step() {
+    let mut h = Harness::new();
+    let done = h.path("sidecar-done");
+    let mut launch = h.launch(
+        "flaky",
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "until [ -e '{}' ]; do sleep 0.05; done; echo ok",
+                done.display()
+            ),
+        ],
+    );
+    launch.sidecars = vec![container(
+        &h,
+        "flaky",
+        "crashes",
+        &format!("touch '{}'; exit 7", done.display()),
+    )];
+    let exit = h.run(launch).await;
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(exit.stdout, "ok");
+}
+
 /// Init containers run in order before the main process, which sees what they wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_containers_run_in_order_before_main() {
