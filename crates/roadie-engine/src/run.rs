@@ -1036,11 +1036,6 @@ impl WorkflowRun {
             }
         };
         self.create_node(call, NodeType::Pod, now);
-        let grace = tmpl
-            .pod_spec_patch
-            .as_deref()
-            .and_then(grace_from_patch)
-            .unwrap_or(self.grace_default);
         let launch = match build_launch(&id, &call.name, &tmpl).and_then(|mut l| {
             l.input_artifacts = crate::artifacts::plan_inputs(&tmpl)?;
             l.output_artifacts = crate::artifacts::plan_outputs(&tmpl, &self.name, &id)?;
@@ -1054,7 +1049,6 @@ impl WorkflowRun {
             l.init_containers =
                 crate::sidecars::plan(&tmpl, "initContainers", volumes, &self.name, &id)?;
             l.sidecars = crate::sidecars::plan(&tmpl, "sidecars", volumes, &self.name, &id)?;
-            l.grace_seconds = grace;
             Ok(l)
         }) {
             Ok(l) => l,
@@ -1063,6 +1057,11 @@ impl WorkflowRun {
                 return id;
             }
         };
+        let grace = tmpl
+            .pod_spec_patch
+            .as_deref()
+            .and_then(grace_from_patch)
+            .unwrap_or(self.grace_default);
         let probe = if tmpl.is_daemon() {
             container_of(&tmpl).and_then(|c| c.readiness_probe.clone())
         } else {
@@ -1086,7 +1085,10 @@ impl WorkflowRun {
                 template: tmpl,
             },
         );
-        self.actions.push_back(Action::StartStep(launch));
+        self.actions.push_back(Action::StartStep(StepLaunch {
+            grace_seconds: grace,
+            ..launch
+        }));
         id
     }
 
