@@ -34,6 +34,9 @@ mod skipped_outputs;
 #[path = "container_set.rs"]
 mod container_set;
 
+#[path = "memoize.rs"]
+mod memoize;
+
 pub type Time = DateTime<Utc>;
 
 /// Kubernetes' default `terminationGracePeriodSeconds`.
@@ -101,6 +104,28 @@ pub enum Action {
         node: String,
         signal: StepSignal,
     },
+    /// Look up the memoization cache entry (`memoize`) of the node about to
+    /// be created; answer with `Event::MemoLoaded`.
+    MemoLookup {
+        node: String,
+        cache: String,
+        key: String,
+    },
+    /// Store a memoized node's outputs under (`cache`, `key`): it succeeded.
+    MemoSave {
+        node: String,
+        cache: String,
+        key: String,
+        outputs: Outputs,
+    },
+}
+
+/// A memoization cache entry, as the driver read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoHit {
+    pub outputs: Outputs,
+    /// When it was stored: `memoize.maxAge` is measured from here.
+    pub saved_at: Time,
 }
 
 /// How a step process ended.
@@ -137,6 +162,12 @@ pub enum Event {
         node: String,
         ok: bool,
         message: String,
+    },
+    /// The answer to `Action::MemoLookup`: the stored entry, if any (the
+    /// engine applies `maxAge`).
+    MemoLoaded {
+        node: String,
+        entry: Option<MemoHit>,
     },
 }
 
@@ -235,6 +266,8 @@ pub struct WorkflowRun {
     workflow_changed: bool,
     /// WorkflowTemplates for `templateRef` (see [`RunOptions::library`]).
     library: Vec<Workflow>,
+    /// Cache lookups of memoized nodes not created yet (see `memoize.rs`).
+    memo: HashMap<String, memoize::MemoLookup>,
 }
 
 impl WorkflowRun {
@@ -360,6 +393,7 @@ impl WorkflowRun {
             grace_default,
             workflow_changed: true,
             library: opts.library.clone(),
+            memo: HashMap::new(),
         };
         run.workflow_params = params;
         Ok(run)
@@ -638,6 +672,7 @@ impl WorkflowRun {
                 }
             }
             Event::StepExited { node, exit } => self.on_exit(now, &node, exit),
+            Event::MemoLoaded { node, entry } => self.on_memo_loaded(now, &node, entry),
         }
     }
 
@@ -948,6 +983,18 @@ impl WorkflowRun {
     /// Creates or advances the node of one template invocation (with its
     /// retry wrapper when the template has a retryStrategy).
     fn drive(&mut self, now: Time, call: &Call) -> String {
+        if call.retry_attempt.is_none() && call.template.memoize.is_some() {
+            if self.memo_gate(now, call) {
+                return node_id(&self.name, &call.name);
+            }
+            let id = self.drive_unmemoized(now, call);
+            self.memo_mark_miss(call);
+            return id;
+        }
+        self.drive_unmemoized(now, call)
+    }
+
+    fn drive_unmemoized(&mut self, now: Time, call: &Call) -> String {
         let strategy = if call.retry_attempt.is_some() {
             None
         } else {
@@ -2745,6 +2792,11 @@ impl WorkflowRun {
     }
 
     fn finish_node(&mut self, id: &str, phase: NodePhase, message: Option<String>, now: Time) {
+        let was_completed = self
+            .status
+            .nodes
+            .get(id)
+            .is_some_and(|n| n.phase.is_completed());
         self.update_node(id, |n| {
             n.phase = phase;
             if message.is_some() {
@@ -2756,6 +2808,7 @@ impl WorkflowRun {
             }
         });
         self.publish_global_outputs(id);
+        self.memo_save_if_memoized(id, was_completed);
     }
 
     fn update_node(&mut self, id: &str, f: impl FnOnce(&mut NodeStatus)) {
@@ -2947,6 +3000,7 @@ struct Fingerprint {
     outputs: u64,
     template_name: Option<String>,
     host_node_name: Option<String>,
+    memo_hit: Option<bool>,
 }
 
 impl Fingerprint {
@@ -2979,6 +3033,7 @@ impl Fingerprint {
             outputs: h.finish(),
             template_name: n.template_name.clone(),
             host_node_name: n.host_node_name.clone(),
+            memo_hit: n.memoization_status.as_ref().map(|m| m.hit),
         }
     }
 }
@@ -3263,5 +3318,6 @@ fn action_key(a: &Action) -> (u8, &str) {
         Action::Signal { node, .. } => (0, node),
         Action::Probe { node, .. } => (1, node),
         Action::StartStep(l) => (2, &l.node),
+        Action::MemoLookup { node, .. } | Action::MemoSave { node, .. } => (3, node),
     }
 }

@@ -1002,15 +1002,7 @@ fn crash_and_resume(s: &Sim) -> Sim {
         s.now,
     )
     .expect("resumes");
-    let mut r = Sim {
-        run,
-        now: s.now,
-        launched: vec![],
-        probes: vec![],
-        signals: vec![],
-    };
-    r.drain();
-    r
+    Sim::around(run, s.now)
 }
 
 #[test]
@@ -1128,14 +1120,7 @@ fn retry_reruns_failed_steps_and_restarts_the_daemons_they_need() {
         s.now,
     )
     .expect("resumes");
-    let mut r = Sim {
-        run,
-        now: s.now,
-        launched: vec![],
-        probes: vec![],
-        signals: vec![],
-    };
-    r.drain();
+    let mut r = Sim::around(run, s.now);
     assert_eq!(
         r.launched_names(),
         vec!["wf[0].db"],
