@@ -1058,6 +1058,10 @@ impl WorkflowRun {
         vars.insert("pod.name".to_string(), id.clone());
         vars.insert("node.name".to_string(), call.name.clone());
         vars.insert("retries".to_string(), attempt.to_string());
+        // Argo resolves `{{workflow.duration}}` wherever it is used, as the
+        // seconds the workflow has run so far.
+        let ran = (now - self.status.started_at.unwrap_or(now)).num_milliseconds() as f64 / 1000.0;
+        vars.insert("workflow.duration".to_string(), format!("{ran}"));
         let tmpl = match substitute_template(&call.template, &vars, Unresolved::Keep) {
             Ok(t) => Arc::new(t),
             Err(msg) => {
@@ -2583,7 +2587,12 @@ impl WorkflowRun {
 
     /// `when`, template lookup and argument substitution for a step or task.
     fn prepare_step(&self, step: &WorkflowStep, scope: &ScopeOwned<'_>) -> StepPrep {
-        let layered = scope.layered();
+        // `{{steps.name}}` / `{{tasks.name}}`: the name of the step or task
+        // whose fields are being resolved.
+        let own: BTreeMap<String, String> =
+            BTreeMap::from([(format!("{}.name", scope.siblings.prefix), step.name.clone())]);
+        let mut layered = scope.layered();
+        layered.layers.insert(0, &own);
         if let Some(when) = &step.when {
             let text = match roadie_expr::substitute(when, &layered, Unresolved::Error) {
                 Ok(t) => t,
