@@ -37,6 +37,9 @@ mod container_set;
 #[path = "memoize.rs"]
 mod memoize;
 
+#[path = "hooks.rs"]
+mod hooks;
+
 pub type Time = DateTime<Utc>;
 
 /// Kubernetes' default `terminationGracePeriodSeconds`.
@@ -821,6 +824,15 @@ impl WorkflowRun {
         self.drive(now, &root_call);
         // A daemon entrypoint is done once it serves; teardown follows.
         let root_done = self.status.nodes.get(&root_id).is_some_and(visible);
+        let status = match self.status.nodes.get(&root_id).map(|n| n.phase) {
+            Some(p) if root_done && p.is_completed() => p.as_str(),
+            _ => "Running",
+        };
+        // The workflow's expression hooks; it ends only after those that started.
+        let hooks_done = self.workflow_hooks(now, status);
+        if root_done && !hooks_done {
+            return;
+        }
         if !root_done {
             if self.shutdown.is_some() && !self.status.nodes.contains_key(&root_id) {
                 self.finalize(now);
@@ -831,17 +843,32 @@ impl WorkflowRun {
         if !self.in_exit_handler && !self.teardown_all(now) {
             return;
         }
-        let exit_tmpl = self.wf.spec.on_exit.clone();
+        let exit_hook = match &self.wf.spec.on_exit {
+            Some(t) => Some(hooks::Hook {
+                name: "exit".into(),
+                step: WorkflowStep {
+                    name: "onExit".into(),
+                    template: Some(t.clone()),
+                    ..Default::default()
+                },
+                expression: None,
+            }),
+            None => hooks::hooks_of(&self.wf.spec.extra)
+                .into_iter()
+                .find(|h| h.name == "exit"),
+        };
         if let (Some(exit), false) = (
-            exit_tmpl,
+            exit_hook,
             matches!(self.shutdown, Some((StopMode::Terminate, _))),
         ) {
             self.in_exit_handler = true;
             let exit_name = format!("{}.onExit", self.name);
             let exit_id = node_id(&self.name, &exit_name);
-            let call = match self.calls.get(&exit_id) {
-                Some(c) => Some(c.clone()),
-                None => {
+            match self.calls.get(&exit_id).cloned() {
+                Some(call) => {
+                    self.drive(now, &call);
+                }
+                None if !self.status.nodes.contains_key(&exit_id) => {
                     let root_phase = self
                         .status
                         .nodes
@@ -857,41 +884,9 @@ impl WorkflowRun {
                         / 1000.0;
                     self.globals
                         .insert("workflow.duration".into(), format!("{dur}"));
-                    match self.templates.get(&exit).cloned() {
-                        Some(t) => match self.make_call(
-                            exit_name.clone(),
-                            exit_name.clone(),
-                            &t,
-                            &[],
-                            None,
-                            None,
-                        ) {
-                            Ok(c) => Some(c),
-                            Err(msg) => {
-                                self.error_node(
-                                    &exit_name, &exit_name, &exit, None, None, msg, now,
-                                );
-                                None
-                            }
-                        },
-                        None => {
-                            self.error_node(
-                                &exit_name,
-                                &exit_name,
-                                &exit,
-                                None,
-                                None,
-                                format!("onExit template '{exit}' not found"),
-                                now,
-                            );
-                            None
-                        }
-                    }
+                    self.start_workflow_hook(now, &exit, &exit_name);
                 }
-            };
-            if let Some(call) = call {
-                self.calls.insert(exit_id.clone(), call.clone());
-                self.drive(now, &call);
+                None => {}
             }
             let done = self
                 .status
@@ -1787,19 +1782,30 @@ impl WorkflowRun {
                         self.drive(now, &c);
                     }
                 }
-                let Some(node) = self.status.nodes.get(&cid) else {
-                    all_done = false;
-                    continue;
-                };
-                if !visible(node) {
+                if !self.status.nodes.contains_key(&cid) {
                     all_done = false;
                     continue;
                 }
-                if node.phase.is_completed()
-                    && !self.run_step_exit_handler(now, step, &child_name, &cid, steps_id, sg_id)
-                {
+                let site = hooks::HookSite {
+                    call,
+                    prefix: "steps",
+                    names: &*names,
+                    aggregates: &*aggregates,
+                    boundary: steps_id,
+                    parent: sg_id,
+                };
+                let hooks = self.step_hooks(now, step, &site, &child_name, &cid);
+                if !visible(&self.status.nodes[&cid]) {
                     all_done = false;
                     continue;
+                }
+                match hooks {
+                    hooks::Hooks::Done => {}
+                    hooks::Hooks::Waiting => {
+                        all_done = false;
+                        continue;
+                    }
+                    hooks::Hooks::Errored(m) => failure = Some(m),
                 }
                 let node = &self.status.nodes[&cid];
                 let co = step.continue_on.unwrap_or_default();
@@ -1830,73 +1836,6 @@ impl WorkflowRun {
             Some(m) => Err(m),
             None => Ok(()),
         })
-    }
-
-    /// Step-level `onExit`: runs after the step; the step counts as done once it ends.
-    fn run_step_exit_handler(
-        &mut self,
-        now: Time,
-        step: &WorkflowStep,
-        child_name: &str,
-        child_id: &str,
-        boundary: &str,
-        parent: &str,
-    ) -> bool {
-        let Some(exit) = step.on_exit.clone() else {
-            return true;
-        };
-        let name = format!("{child_name}.onExit");
-        let id = node_id(&self.name, &name);
-        if !self.status.nodes.contains_key(&id) {
-            let Some(tmpl) = self.templates.get(&exit).cloned() else {
-                self.error_node(
-                    &name,
-                    &format!("{}.onExit", step.name),
-                    &exit,
-                    Some(boundary),
-                    Some(parent),
-                    format!("onExit template '{exit}' not found"),
-                    now,
-                );
-                return true;
-            };
-            let phase = self
-                .status
-                .nodes
-                .get(child_id)
-                .map(|n| n.phase)
-                .unwrap_or_default();
-            self.globals
-                .insert("workflow.status".into(), phase.as_str().into());
-            match self.make_call(
-                name.clone(),
-                format!("{}.onExit", step.name),
-                &tmpl,
-                &[],
-                Some(boundary.to_string()),
-                Some(parent.to_string()),
-            ) {
-                Ok(c) => {
-                    self.calls.insert(id.clone(), c.clone());
-                    self.drive(now, &c);
-                }
-                Err(msg) => self.error_node(
-                    &name,
-                    &format!("{}.onExit", step.name),
-                    &exit,
-                    Some(boundary),
-                    Some(parent),
-                    msg,
-                    now,
-                ),
-            }
-        } else if let Some(c) = self.calls.get(&id).cloned() {
-            self.drive(now, &c);
-        }
-        self.status
-            .nodes
-            .get(&id)
-            .is_some_and(|n| n.phase.is_completed())
     }
 
     fn running_children(&self, parent: &str) -> usize {
@@ -2090,6 +2029,10 @@ impl WorkflowRun {
         let mut aggregates: HashMap<String, BTreeMap<String, String>> = HashMap::new();
         let mut task_nodes: HashMap<String, String> = HashMap::new();
         let limit = call.template.parallelism;
+        // Tasks whose hooks still run (they are not done yet), and the first
+        // hook that ended Error (it fails the DAG).
+        let mut hooks_waiting: HashSet<String> = HashSet::new();
+        let mut hook_error: Option<String> = None;
         // Passes until nothing new can start: a skipped task can unblock others at once.
         loop {
             let mut progressed = false;
@@ -2131,6 +2074,26 @@ impl WorkflowRun {
                             );
                         }
                     }
+                    let site = hooks::HookSite {
+                        call,
+                        prefix: "tasks",
+                        names: &names,
+                        aggregates: &aggregates,
+                        boundary: &id,
+                        parent: &id,
+                    };
+                    match self.step_hooks(now, task, &site, &task_name, &tid) {
+                        hooks::Hooks::Done => {
+                            hooks_waiting.remove(&task.name);
+                        }
+                        hooks::Hooks::Waiting => {
+                            hooks_waiting.insert(task.name.clone());
+                        }
+                        hooks::Hooks::Errored(m) => {
+                            hooks_waiting.remove(&task.name);
+                            hook_error = Some(m);
+                        }
+                    }
                     let n = &self.status.nodes[&tid];
                     let co = task.continue_on.unwrap_or_default();
                     let bad = (n.phase == NodePhase::Failed && !co.failed)
@@ -2138,7 +2101,10 @@ impl WorkflowRun {
                     if bad && !dependents_handle(&dag.tasks, &task.name) {
                         failed_seen = true;
                     }
-                    if visible(n) && !names.contains_key(&task.name) {
+                    if visible(n)
+                        && !hooks_waiting.contains(&task.name)
+                        && !names.contains_key(&task.name)
+                    {
                         if n.node_type == NodeType::TaskGroup {
                             let kids = n.children.clone();
                             aggregates.insert(task.name.clone(), self.aggregate(&kids));
@@ -2305,7 +2271,7 @@ impl WorkflowRun {
                 .and_then(|tid| self.status.nodes.get(tid))
             {
                 None => pending = true,
-                Some(n) if !visible(n) => running = true,
+                Some(n) if !visible(n) || hooks_waiting.contains(&task.name) => running = true,
                 Some(n) => {
                     let co = task.continue_on.unwrap_or_default();
                     let bad = (n.phase == NodePhase::Failed && !co.failed)
@@ -2318,6 +2284,9 @@ impl WorkflowRun {
         }
         if running {
             return id;
+        }
+        if failed.is_none() {
+            failed = hook_error;
         }
         if pending && self.suspended {
             return id;

@@ -69,7 +69,7 @@ enum Command {
         /// After the run, print the workflow in this format instead of the summary.
         #[arg(short = 'o', long = "output", value_enum)]
         output: Option<OutputFormat>,
-        /// Print only the final summary, not the live tree.
+        /// Print nothing but errors: the exit code tells the outcome (0: Succeeded).
         #[arg(short, long)]
         quiet: bool,
     },
