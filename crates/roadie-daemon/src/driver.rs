@@ -440,6 +440,14 @@ impl Driver {
                     a.run.handle(Utc::now(), Event::MemoLoaded { node, entry });
                 }
             }
+            Action::ListArtifacts { node, key } => {
+                let repo = crate::artifacts::repository(&self.profile);
+                let listed = crate::artifacts::list(&repo, &key);
+                if let Some(a) = self.runs.get_mut(uid) {
+                    a.run
+                        .handle(Utc::now(), Event::ArtifactsListed { node, listed });
+                }
+            }
             Action::MemoSave {
                 node,
                 cache,

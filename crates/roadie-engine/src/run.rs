@@ -40,6 +40,9 @@ mod memoize;
 #[path = "hooks.rs"]
 mod hooks;
 
+#[path = "data.rs"]
+mod data;
+
 pub type Time = DateTime<Utc>;
 
 /// Kubernetes' default `terminationGracePeriodSeconds`.
@@ -114,6 +117,12 @@ pub enum Action {
         cache: String,
         key: String,
     },
+    /// List the files under the artifact repository key `key` (a `data`
+    /// template's source); answer with `Event::ArtifactsListed`.
+    ListArtifacts {
+        node: String,
+        key: String,
+    },
     /// Store a memoized node's outputs under (`cache`, `key`): it succeeded.
     MemoSave {
         node: String,
@@ -165,6 +174,12 @@ pub enum Event {
         node: String,
         ok: bool,
         message: String,
+    },
+    /// The answer to `Action::ListArtifacts`: the keys of the files under
+    /// the key (the key itself for a file), sorted; or why they could not be listed.
+    ArtifactsListed {
+        node: String,
+        listed: Result<Vec<String>, String>,
     },
     /// The answer to `Action::MemoLookup`: the stored entry, if any (the
     /// engine applies `maxAge`).
@@ -271,6 +286,8 @@ pub struct WorkflowRun {
     library: Vec<Workflow>,
     /// Cache lookups of memoized nodes not created yet (see `memoize.rs`).
     memo: HashMap<String, memoize::MemoLookup>,
+    /// `data` nodes whose listing was asked for (see `data.rs`).
+    data_lists: HashSet<String>,
 }
 
 impl WorkflowRun {
@@ -397,6 +414,7 @@ impl WorkflowRun {
             workflow_changed: true,
             library: opts.library.clone(),
             memo: HashMap::new(),
+            data_lists: HashSet::new(),
         };
         run.workflow_params = params;
         Ok(run)
@@ -676,6 +694,7 @@ impl WorkflowRun {
             }
             Event::StepExited { node, exit } => self.on_exit(now, &node, exit),
             Event::MemoLoaded { node, entry } => self.on_memo_loaded(now, &node, entry),
+            Event::ArtifactsListed { node, listed } => self.on_artifacts_listed(now, &node, listed),
         }
     }
 
@@ -1012,6 +1031,9 @@ impl WorkflowRun {
             TemplateKind::Suspend => self.drive_suspend(now, call),
             TemplateKind::Other if call.template.extra.contains_key("containerSet") => {
                 self.drive_container_set(now, call)
+            }
+            TemplateKind::Other if call.template.extra.contains_key("data") => {
+                self.drive_data(now, call)
             }
             TemplateKind::Other => {
                 let id = node_id(&self.name, &call.name);
@@ -3296,6 +3318,8 @@ fn action_key(a: &Action) -> (u8, &str) {
         Action::Signal { node, .. } => (0, node),
         Action::Probe { node, .. } => (1, node),
         Action::StartStep(l) => (2, &l.node),
-        Action::MemoLookup { node, .. } | Action::MemoSave { node, .. } => (3, node),
+        Action::MemoLookup { node, .. }
+        | Action::MemoSave { node, .. }
+        | Action::ListArtifacts { node, .. } => (3, node),
     }
 }

@@ -24,6 +24,8 @@ pub struct Sim {
     pub memo: BTreeMap<(String, String), MemoHit>,
     /// Every (cache, key) looked up, in order.
     pub memo_lookups: Vec<(String, String)>,
+    /// The files of the artifact repository, by key, for `ListArtifacts`.
+    pub artifact_files: Vec<String>,
 }
 
 impl Sim {
@@ -47,6 +49,32 @@ impl Sim {
         Sim::around(run, now)
     }
 
+    /// A run whose artifact repository holds `files` (keys), for `data` templates.
+    pub fn with_artifacts(yaml: &str, files: &[&str]) -> Sim {
+        let wf = roadie_spec::parse_workflow(yaml, "test.yaml").expect("test workflow parses");
+        let now = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .expect("valid time");
+        let opts = RunOptions {
+            uid: "uid-1".into(),
+            ..Default::default()
+        };
+        let run = WorkflowRun::new(wf, opts, now).expect("workflow starts");
+        let mut sim = Sim {
+            run,
+            now,
+            launched: vec![],
+            probes: vec![],
+            signals: vec![],
+            memo: BTreeMap::new(),
+            memo_lookups: vec![],
+            artifact_files: files.iter().map(|f| f.to_string()).collect(),
+        };
+        sim.drain();
+        sim
+    }
+
     /// Plays the driver for `run` (resumed, or made by the test) from `now`.
     pub fn around(run: WorkflowRun, now: DateTime<Utc>) -> Sim {
         let mut sim = Sim {
@@ -57,6 +85,7 @@ impl Sim {
             signals: vec![],
             memo: BTreeMap::new(),
             memo_lookups: vec![],
+            artifact_files: vec![],
         };
         sim.drain();
         sim
@@ -72,6 +101,21 @@ impl Sim {
                     let entry = self.memo.get(&(cache.clone(), key.clone())).cloned();
                     self.memo_lookups.push((cache, key));
                     self.run.handle(self.now, Event::MemoLoaded { node, entry });
+                }
+                Action::ListArtifacts { node, key } => {
+                    let listed = self
+                        .artifact_files
+                        .iter()
+                        .filter(|f| f.starts_with(&format!("{key}/")) || **f == key)
+                        .cloned()
+                        .collect();
+                    self.run.handle(
+                        self.now,
+                        Event::ArtifactsListed {
+                            node,
+                            listed: Ok(listed),
+                        },
+                    );
                 }
                 Action::MemoSave {
                     cache,
@@ -105,6 +149,7 @@ impl Sim {
             signals: vec![],
             memo: self.memo.clone(),
             memo_lookups: vec![],
+            artifact_files: self.artifact_files.clone(),
         };
         sim.drain();
         sim
