@@ -206,14 +206,18 @@ impl WorkflowRun {
         (hooked, hooked_node): (&str, &str),
     ) -> Option<NodePhase> {
         let id = node_id(&self.name, hook_name);
-        if let Some(n) = self.status.nodes.get(&id) {
-            if !n.phase.is_completed()
-                && let Some(c) = self.calls.get(&id).cloned()
-            {
-                self.drive(now, &c);
+        let exists = match self.status.nodes.get(&id) {
+            Some(n) if n.phase.is_completed() => return Some(n.phase),
+            Some(_) => {
+                if let Some(c) = self.calls.get(&id).cloned() {
+                    self.drive(now, &c);
+                    return self.status.nodes.get(&id).map(|n| n.phase);
+                }
+                // Resumed: the call is made again below and drives the node.
+                true
             }
-            return self.status.nodes.get(&id).map(|n| n.phase);
-        }
+            None => false,
+        };
         // Resolved as the hooked step would be: `{{steps.name}}` is its name.
         let step = WorkflowStep {
             name: hooked.to_string(),
@@ -228,6 +232,7 @@ impl WorkflowRun {
         };
         let template_name = hook.step.template.clone().unwrap_or_default();
         match prep {
+            StepPrep::Skip(_) | StepPrep::Error(_) if exists => {}
             StepPrep::Skip(msg) => self.skipped_node(
                 hook_name,
                 display,
@@ -259,6 +264,7 @@ impl WorkflowRun {
                     self.calls.insert(id.clone(), c.clone());
                     self.drive(now, &c);
                 }
+                Err(_) if exists => {}
                 Err(msg) => self.error_node(
                     hook_name,
                     display,
@@ -300,6 +306,14 @@ impl WorkflowRun {
                 self.start_workflow_hook(now, &hook, &name);
             } else if let Some(c) = self.calls.get(&id).cloned() {
                 self.drive(now, &c);
+            } else if self
+                .status
+                .nodes
+                .get(&id)
+                .is_some_and(|n| !n.phase.is_completed())
+            {
+                // Resumed: make the call again; it drives the existing node.
+                self.start_workflow_hook(now, &hook, &name);
             }
             if self
                 .status
@@ -314,7 +328,8 @@ impl WorkflowRun {
     }
 
     /// Starts a workflow-level hook: a top-level node like the exit handler,
-    /// its arguments resolved with the workflow's variables.
+    /// its arguments resolved with the workflow's variables. On a node that
+    /// exists (after a resume) it makes the call again and drives the node.
     pub(super) fn start_workflow_hook(&mut self, now: Time, hook: &Hook, name: &str) {
         let id = node_id(&self.name, name);
         let tmpl = if let Some(t) = &hook.step.template {
@@ -352,6 +367,7 @@ impl WorkflowRun {
                 self.calls.insert(id, c.clone());
                 self.drive(now, &c);
             }
+            Err(_) if self.status.nodes.contains_key(&id) => {}
             Err(msg) => self.error_node(name, name, &template_name, None, None, msg, now),
         }
     }

@@ -887,7 +887,7 @@ impl WorkflowRun {
                 Some(call) => {
                     self.drive(now, &call);
                 }
-                None if !self.status.nodes.contains_key(&exit_id) => {
+                None => {
                     let root_phase = self
                         .status
                         .nodes
@@ -905,7 +905,6 @@ impl WorkflowRun {
                         .insert("workflow.duration".into(), format!("{dur}"));
                     self.start_workflow_hook(now, &exit, &exit_name);
                 }
-                None => {}
             }
             let done = self
                 .status

@@ -203,3 +203,36 @@ spec:
     s.exit_id(&exit.node, 0, "");
     assert_eq!(s.phase(), WorkflowPhase::Failed);
 }
+
+#[test]
+fn a_resumed_run_finishes_its_steps_exit_handler_and_step_hooks() {
+    let yaml = r#"
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  onExit: bye
+  templates:
+  - name: main
+    steps:
+    - - name: a
+        template: t
+        hooks:
+          exit: {template: bye}
+  - name: bye
+    steps:
+    - - {name: one, template: t}
+    - - {name: two, template: t}
+  - name: t
+    container: {command: [t]}
+"#;
+    let mut s = Sim::new(yaml);
+    s.run_step(".a", 0, "");
+    s.run_step(".a.onExit[0].one", 0, "");
+    // The driver dies while the step's exit hook (a steps template) runs.
+    let mut r = s.resumed();
+    r.run_step(".a.onExit[1].two", 0, "");
+    r.run_step("wf.onExit[0].one", 0, "");
+    let mut r = r.resumed();
+    r.run_step("wf.onExit[1].two", 0, "");
+    assert_eq!(r.phase(), WorkflowPhase::Succeeded);
+}

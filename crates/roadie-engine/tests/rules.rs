@@ -989,20 +989,7 @@ fn changes_are_reported_for_the_store() {
 
 /// The status as the store would hand it back after the driver died.
 fn crash_and_resume(s: &Sim) -> Sim {
-    let stored = s.run.status().clone();
-    let wf = s.run.workflow().clone();
-    let run = WorkflowRun::resume(
-        wf,
-        RunOptions {
-            name: Some(s.run.name().to_string()),
-            uid: "uid-1".into(),
-            ..Default::default()
-        },
-        stored,
-        s.now,
-    )
-    .expect("resumes");
-    Sim::around(run, s.now)
+    s.resumed()
 }
 
 #[test]

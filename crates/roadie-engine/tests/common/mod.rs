@@ -75,6 +75,23 @@ impl Sim {
         sim
     }
 
+    /// What a new driver makes of this run after the old one died: the
+    /// engine resumed from the status the store holds.
+    pub fn resumed(&self) -> Sim {
+        let run = WorkflowRun::resume(
+            self.run.workflow().clone(),
+            RunOptions {
+                name: Some(self.run.name().to_string()),
+                uid: "uid-1".into(),
+                ..Default::default()
+            },
+            self.run.status().clone(),
+            self.now,
+        )
+        .expect("resumes");
+        Sim::around(run, self.now)
+    }
+
     /// Plays the driver for `run` (resumed, or made by the test) from `now`.
     pub fn around(run: WorkflowRun, now: DateTime<Utc>) -> Sim {
         let mut sim = Sim {
