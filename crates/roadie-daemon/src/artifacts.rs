@@ -23,6 +23,42 @@ fn key_path(repo: &Path, key: &str) -> PathBuf {
     repo.join(key.trim_start_matches('/'))
 }
 
+/// The keys of the files under `key` (a `data` template's source), sorted:
+/// the key itself when it is a file, every file below it when it is a
+/// directory (symbolic links are not followed). A key that does not exist
+/// lists nothing, as an empty bucket prefix does.
+pub fn list(repo: &Path, key: &str) -> Result<Vec<String>, String> {
+    let root = key_path(repo, key);
+    let prefix = key.trim_start_matches('/').trim_end_matches('/');
+    let mut found = Vec::new();
+    let mut dirs = vec![(root, prefix.to_string())];
+    while let Some((dir, at)) = dirs.pop() {
+        let meta = match std::fs::symlink_metadata(&dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("cannot read artifact key '{at}': {e}")),
+        };
+        if !meta.is_dir() {
+            found.push(at);
+            continue;
+        }
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| format!("cannot list artifact key '{at}': {e}"))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("cannot list artifact key '{at}': {e}"))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let child = if at.is_empty() {
+                name
+            } else {
+                format!("{at}/{name}")
+            };
+            dirs.push((entry.path(), child));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// What the runtime must place, from the engine's plan.
 pub fn inputs(repo: &Path, planned: Vec<InputArtifact>) -> Vec<ArtifactIn> {
     planned

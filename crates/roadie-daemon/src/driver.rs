@@ -14,10 +14,12 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::Utc;
-use roadie_engine::{Action, Event, StepExit, StepLaunch, StepSignal, StopMode, WorkflowRun};
+use roadie_engine::{
+    Action, Event, MemoHit, StepExit, StepLaunch, StepSignal, StopMode, WorkflowRun,
+};
 use roadie_runtime::{HostRuntime, RuntimeEvent, Signal};
 use roadie_spec::{NodeStatus, WorkflowPhase};
-use roadie_store::{Profile, Store, StoreError, WorkflowStatusSummary};
+use roadie_store::{MemoEntry, Profile, Store, StoreError, WorkflowStatusSummary};
 use tokio::sync::mpsc;
 
 /// Why `wait` returned.
@@ -428,6 +430,37 @@ impl Driver {
                     StepSignal::Kill => Signal::Kill,
                 };
                 self.host.signal(&node, signal);
+            }
+            Action::MemoLookup { node, cache, key } => {
+                let entry = self.store.memo_get(&cache, &key)?.map(|e| MemoHit {
+                    outputs: e.outputs,
+                    saved_at: e.created_at,
+                });
+                if let Some(a) = self.runs.get_mut(uid) {
+                    a.run.handle(Utc::now(), Event::MemoLoaded { node, entry });
+                }
+            }
+            Action::ListArtifacts { node, key } => {
+                let repo = crate::artifacts::repository(&self.profile);
+                let listed = crate::artifacts::list(&repo, &key);
+                if let Some(a) = self.runs.get_mut(uid) {
+                    a.run
+                        .handle(Utc::now(), Event::ArtifactsListed { node, listed });
+                }
+            }
+            Action::MemoSave {
+                node,
+                cache,
+                key,
+                outputs,
+            } => {
+                self.store.memo_save(&MemoEntry {
+                    cache,
+                    key,
+                    node_id: node,
+                    outputs,
+                    created_at: Utc::now(),
+                })?;
             }
         }
         Ok(())

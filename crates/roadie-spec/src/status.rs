@@ -138,6 +138,18 @@ pub struct NodeStatus {
     pub pod_ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_node_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memoization_status: Option<MemoizationStatus>,
+}
+
+/// Whether a memoized node's outputs came from the cache (`hit`), and under
+/// which cache and key they are (or will be) stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoizationStatus {
+    pub hit: bool,
+    pub key: String,
+    pub cache_name: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
