@@ -23,6 +23,42 @@ fn key_path(repo: &Path, key: &str) -> PathBuf {
     repo.join(key.trim_start_matches('/'))
 }
 
+/// The keys of the files under `key` (a `data` template's source), sorted:
+/// the key itself when it is a file, every file below it when it is a
+/// directory (symbolic links are not followed). A key that does not exist
+/// lists nothing, as an empty bucket prefix does.
+pub fn list(repo: &Path, key: &str) -> Result<Vec<String>, String> {
+    let root = key_path(repo, key);
+    let prefix = key.trim_start_matches('/').trim_end_matches('/');
+    let mut found = Vec::new();
+    let mut dirs = vec![(root, prefix.to_string())];
+    while let Some((dir, at)) = dirs.pop() {
+        let meta = match std::fs::symlink_metadata(&dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("cannot read artifact key '{at}': {e}")),
+        };
+        if !meta.is_dir() {
+            found.push(at);
+            continue;
+        }
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| format!("cannot list artifact key '{at}': {e}"))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("cannot list artifact key '{at}': {e}"))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let child = if at.is_empty() {
+                name
+            } else {
+                format!("{at}/{name}")
+            };
+            dirs.push((entry.path(), child));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// What the runtime must place, from the engine's plan.
 pub fn inputs(repo: &Path, planned: Vec<InputArtifact>) -> Vec<ArtifactIn> {
     planned
@@ -119,6 +155,40 @@ pub fn scratch_mounts(
                 target: d.clone(),
                 read_only: false,
                 scratch: true,
+            }
+        })
+        .collect()
+}
+
+/// The init containers or sidecars of a step in the runtime's terms. Each gets its own
+/// scratch copies of the private directories (each container of a pod has its own `/tmp`)
+/// and shares the step's volumes; its log sits next to the step's
+/// (`roadie_runtime::container_log_path`), where `roadie logs --container` looks.
+pub fn containers(
+    profile: &Profile,
+    private: &[PathBuf],
+    node: &str,
+    main_log: &Path,
+    planned: Vec<roadie_engine::ContainerLaunch>,
+) -> Vec<roadie_runtime::ContainerLaunch> {
+    planned
+        .into_iter()
+        .map(|c| {
+            let working_dir = c.working_dir.map(PathBuf::from);
+            let mut mounts = scratch_mounts(
+                profile,
+                private,
+                &format!("{node}.{}", c.name),
+                working_dir.as_deref(),
+            );
+            mounts.extend(self::mounts(profile, c.mounts));
+            roadie_runtime::ContainerLaunch {
+                log_path: roadie_runtime::container_log_path(main_log, &c.name),
+                name: c.name,
+                argv: c.argv,
+                env: c.env,
+                working_dir,
+                mounts,
             }
         })
         .collect()

@@ -15,11 +15,12 @@ use std::time::Duration as StdDuration;
 
 use chrono::Utc;
 use roadie_engine::{
-    Action, Event, StepExit, StepLaunch, StepSignal, StopMode, SyncHolder, SyncLock, WorkflowRun,
+    Action, Event, MemoHit, StepExit, StepLaunch, StepSignal, StopMode, SyncHolder, SyncLock,
+    WorkflowRun,
 };
 use roadie_runtime::{HostRuntime, RuntimeEvent, Signal};
 use roadie_spec::{NodeStatus, WorkflowPhase};
-use roadie_store::{Profile, Store, StoreError, WorkflowStatusSummary};
+use roadie_store::{MemoEntry, Profile, Store, StoreError, WorkflowStatusSummary};
 use tokio::sync::mpsc;
 
 /// Why `wait` returned.
@@ -541,6 +542,37 @@ impl Driver {
                 };
                 self.host.signal(&node, signal);
             }
+            Action::MemoLookup { node, cache, key } => {
+                let entry = self.store.memo_get(&cache, &key)?.map(|e| MemoHit {
+                    outputs: e.outputs,
+                    saved_at: e.created_at,
+                });
+                if let Some(a) = self.runs.get_mut(uid) {
+                    a.run.handle(Utc::now(), Event::MemoLoaded { node, entry });
+                }
+            }
+            Action::ListArtifacts { node, key } => {
+                let repo = crate::artifacts::repository(&self.profile);
+                let listed = crate::artifacts::list(&repo, &key);
+                if let Some(a) = self.runs.get_mut(uid) {
+                    a.run
+                        .handle(Utc::now(), Event::ArtifactsListed { node, listed });
+                }
+            }
+            Action::MemoSave {
+                node,
+                cache,
+                key,
+                outputs,
+            } => {
+                self.store.memo_save(&MemoEntry {
+                    cache,
+                    key,
+                    node_id: node,
+                    outputs,
+                    created_at: Utc::now(),
+                })?;
+            }
             Action::AcquireLocks { holder, locks } => self.acquire(uid, holder, locks)?,
             Action::ReleaseLocks { holder } => {
                 let node = holder.as_ref().map(crate::locks::holder_node);
@@ -575,6 +607,11 @@ impl Driver {
                 step.working_dir.as_deref().map(std::path::Path::new),
             );
             mounts.extend(crate::artifacts::mounts(&self.profile, step.mounts));
+            let containers = |list| {
+                crate::artifacts::containers(&self.profile, &private, &step.node, &w.log_path, list)
+            };
+            let init_containers = containers(step.init_containers);
+            let sidecars = containers(step.sidecars);
             self.host.start(roadie_runtime::StepLaunch {
                 key: step.node,
                 argv: step.argv,
@@ -590,6 +627,9 @@ impl Driver {
                 input_artifacts: crate::artifacts::inputs(&repo, step.input_artifacts),
                 output_artifacts: crate::artifacts::outputs(&repo, step.output_artifacts),
                 mounts,
+                init_containers,
+                sidecars,
+                sidecar_grace: StdDuration::from_secs(step.grace_seconds.max(0).unsigned_abs()),
             });
         }
     }

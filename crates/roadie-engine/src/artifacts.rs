@@ -109,7 +109,7 @@ fn is_optional(v: &Value) -> bool {
 
 /// The repository key of an artifact location, if it has one (`s3.key`, the
 /// key-only form; roadie maps every bucket-less key to its own repository).
-fn key_of(v: &Value) -> Option<&str> {
+pub(crate) fn key_of(v: &Value) -> Option<&str> {
     v.get("s3").and_then(|s| str_field(s, "key"))
 }
 
@@ -118,7 +118,7 @@ fn raw_of(v: &Value) -> Option<&str> {
 }
 
 /// A key must stay inside the repository: relative, no `..`.
-fn check_key(what: &str, key: &str) -> Result<(), String> {
+pub(crate) fn check_key(what: &str, key: &str) -> Result<(), String> {
     if key.starts_with('/') || key.split('/').any(|c| c == "..") {
         return Err(format!(
             "{what}: key '{key}' must be relative and must not contain '..'"

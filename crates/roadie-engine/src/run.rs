@@ -40,6 +40,15 @@ mod synchronization;
 use synchronization::LockState;
 pub use synchronization::{SyncHolder, SyncLock, sync_locks, waiting_message};
 
+#[path = "memoize.rs"]
+mod memoize;
+
+#[path = "hooks.rs"]
+mod hooks;
+
+#[path = "data.rs"]
+mod data;
+
 pub type Time = DateTime<Utc>;
 
 /// Kubernetes' default `terminationGracePeriodSeconds`.
@@ -83,6 +92,15 @@ pub struct StepLaunch {
     pub output_artifacts: Vec<crate::OutputArtifact>,
     /// emptyDir volumes to mount in the step's filesystem.
     pub mounts: Vec<crate::VolumeMount>,
+    /// `initContainers`: run one after another before the main process; each must exit 0,
+    /// or the start fails (`Event::StepStartFailed` naming it) and the main never runs.
+    pub init_containers: Vec<crate::ContainerLaunch>,
+    /// `sidecars`: started before the main process and stopped once it has exited
+    /// (SIGTERM, SIGKILL after `grace_seconds`); the step's result is the main process's.
+    pub sidecars: Vec<crate::ContainerLaunch>,
+    /// The pod's `terminationGracePeriodSeconds` (podSpecPatch, else the workflow's, else
+    /// 30): how long sidecars get between SIGTERM and SIGKILL.
+    pub grace_seconds: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +139,34 @@ pub enum Action {
     ReleaseLocks {
         holder: Option<SyncHolder>,
     },
+    /// Look up the memoization cache entry (`memoize`) of the node about to
+    /// be created; answer with `Event::MemoLoaded`.
+    MemoLookup {
+        node: String,
+        cache: String,
+        key: String,
+    },
+    /// List the files under the artifact repository key `key` (a `data`
+    /// template's source); answer with `Event::ArtifactsListed`.
+    ListArtifacts {
+        node: String,
+        key: String,
+    },
+    /// Store a memoized node's outputs under (`cache`, `key`): it succeeded.
+    MemoSave {
+        node: String,
+        cache: String,
+        key: String,
+        outputs: Outputs,
+    },
+}
+
+/// A memoization cache entry, as the driver read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoHit {
+    pub outputs: Outputs,
+    /// When it was stored: `memoize.maxAge` is measured from here.
+    pub saved_at: Time,
 }
 
 /// How a step process ended.
@@ -174,6 +220,18 @@ pub enum Event {
     LocksFailed {
         holder: SyncHolder,
         message: String,
+    },
+    /// The answer to `Action::ListArtifacts`: the keys of the files under
+    /// the key (the key itself for a file), sorted; or why they could not be listed.
+    ArtifactsListed {
+        node: String,
+        listed: Result<Vec<String>, String>,
+    },
+    /// The answer to `Action::MemoLookup`: the stored entry, if any (the
+    /// engine applies `maxAge`).
+    MemoLoaded {
+        node: String,
+        entry: Option<MemoHit>,
     },
 }
 
@@ -281,6 +339,10 @@ pub struct WorkflowRun {
     /// Some lock was (or may have been) asked for: the end of the run gives
     /// everything back.
     uses_locks: bool,
+    /// Cache lookups of memoized nodes not created yet (see `memoize.rs`).
+    memo: HashMap<String, memoize::MemoLookup>,
+    /// `data` nodes whose listing was asked for (see `data.rs`).
+    data_lists: HashSet<String>,
 }
 
 impl WorkflowRun {
@@ -410,6 +472,8 @@ impl WorkflowRun {
             lock_placeholders: HashSet::new(),
             lock_standin: None,
             uses_locks: false,
+            memo: HashMap::new(),
+            data_lists: HashSet::new(),
         };
         run.workflow_params = params;
         run.uses_locks = run.workflow_uses_locks();
@@ -702,6 +766,8 @@ impl WorkflowRun {
                 message,
             } => self.on_locks_waiting(holder, lock, message),
             Event::LocksFailed { holder, message } => self.on_locks_failed(now, holder, message),
+            Event::MemoLoaded { node, entry } => self.on_memo_loaded(now, &node, entry),
+            Event::ArtifactsListed { node, listed } => self.on_artifacts_listed(now, &node, listed),
         }
     }
 
@@ -856,6 +922,15 @@ impl WorkflowRun {
         self.drive(now, &root_call);
         // A daemon entrypoint is done once it serves; teardown follows.
         let root_done = self.status.nodes.get(&root_id).is_some_and(visible);
+        let status = match self.status.nodes.get(&root_id).map(|n| n.phase) {
+            Some(p) if root_done && p.is_completed() => p.as_str(),
+            _ => "Running",
+        };
+        // The workflow's expression hooks; it ends only after those that started.
+        let hooks_done = self.workflow_hooks(now, status);
+        if root_done && !hooks_done {
+            return;
+        }
         if !root_done {
             if self.shutdown.is_some() && !self.status.nodes.contains_key(&root_id) {
                 self.finalize(now);
@@ -866,16 +941,31 @@ impl WorkflowRun {
         if !self.in_exit_handler && !self.teardown_all(now) {
             return;
         }
-        let exit_tmpl = self.wf.spec.on_exit.clone();
+        let exit_hook = match &self.wf.spec.on_exit {
+            Some(t) => Some(hooks::Hook {
+                name: "exit".into(),
+                step: WorkflowStep {
+                    name: "onExit".into(),
+                    template: Some(t.clone()),
+                    ..Default::default()
+                },
+                expression: None,
+            }),
+            None => hooks::hooks_of(&self.wf.spec.extra)
+                .into_iter()
+                .find(|h| h.name == "exit"),
+        };
         if let (Some(exit), false) = (
-            exit_tmpl,
+            exit_hook,
             matches!(self.shutdown, Some((StopMode::Terminate, _))),
         ) {
             self.in_exit_handler = true;
             let exit_name = format!("{}.onExit", self.name);
             let exit_id = node_id(&self.name, &exit_name);
-            let call = match self.calls.get(&exit_id) {
-                Some(c) => Some(c.clone()),
+            match self.calls.get(&exit_id).cloned() {
+                Some(call) => {
+                    self.drive(now, &call);
+                }
                 None => {
                     let root_phase = self
                         .status
@@ -892,41 +982,8 @@ impl WorkflowRun {
                         / 1000.0;
                     self.globals
                         .insert("workflow.duration".into(), format!("{dur}"));
-                    match self.templates.get(&exit).cloned() {
-                        Some(t) => match self.make_call(
-                            exit_name.clone(),
-                            exit_name.clone(),
-                            &t,
-                            &[],
-                            None,
-                            None,
-                        ) {
-                            Ok(c) => Some(c),
-                            Err(msg) => {
-                                self.error_node(
-                                    &exit_name, &exit_name, &exit, None, None, msg, now,
-                                );
-                                None
-                            }
-                        },
-                        None => {
-                            self.error_node(
-                                &exit_name,
-                                &exit_name,
-                                &exit,
-                                None,
-                                None,
-                                format!("onExit template '{exit}' not found"),
-                                now,
-                            );
-                            None
-                        }
-                    }
+                    self.start_workflow_hook(now, &exit, &exit_name);
                 }
-            };
-            if let Some(call) = call {
-                self.calls.insert(exit_id.clone(), call.clone());
-                self.drive(now, &call);
             }
             let done = self
                 .status
@@ -1019,6 +1076,24 @@ impl WorkflowRun {
     /// Creates or advances the node of one template invocation (with its
     /// retry wrapper when the template has a retryStrategy).
     fn drive(&mut self, now: Time, call: &Call) -> String {
+        if call.retry_attempt.is_none() && call.template.memoize.is_some() {
+            if self.memo_gate(now, call) {
+                return node_id(&self.name, &call.name);
+            }
+            let id = self.drive_unmemoized(now, call);
+            // A lock stand-in is not the node yet: the miss is marked on the
+            // real one, once it holds its locks.
+            if !self.lock_placeholders.contains(&id) {
+                self.memo_mark_miss(call);
+            }
+            return id;
+        }
+        self.drive_unmemoized(now, call)
+    }
+
+    /// [`WorkflowRun::drive`] past the memoization cache: a node that needs
+    /// locks waits for them (a cache hit needs none).
+    fn drive_unmemoized(&mut self, now: Time, call: &Call) -> String {
         if let Some(id) = self.lock_gate(now, call) {
             return id;
         }
@@ -1051,6 +1126,9 @@ impl WorkflowRun {
             TemplateKind::Suspend => self.drive_suspend(now, call),
             TemplateKind::Other if call.template.extra.contains_key("containerSet") => {
                 self.drive_container_set(now, call)
+            }
+            TemplateKind::Other if call.template.extra.contains_key("data") => {
+                self.drive_data(now, call)
             }
             TemplateKind::Other => {
                 let id = node_id(&self.name, &call.name);
@@ -1092,6 +1170,10 @@ impl WorkflowRun {
         vars.insert("pod.name".to_string(), id.clone());
         vars.insert("node.name".to_string(), call.name.clone());
         vars.insert("retries".to_string(), attempt.to_string());
+        // Argo resolves `{{workflow.duration}}` wherever it is used, as the
+        // seconds the workflow has run so far.
+        let ran = (now - self.status.started_at.unwrap_or(now)).num_milliseconds() as f64 / 1000.0;
+        vars.insert("workflow.duration".to_string(), format!("{ran}"));
         let tmpl = match substitute_template(&call.template, &vars, Unresolved::Keep) {
             Ok(t) => Arc::new(t),
             Err(msg) => {
@@ -1117,6 +1199,10 @@ impl WorkflowRun {
                 &self.name,
                 &id,
             );
+            let volumes = self.wf.spec.extra.get("volumes");
+            l.init_containers =
+                crate::sidecars::plan(&tmpl, "initContainers", volumes, &self.name, &id)?;
+            l.sidecars = crate::sidecars::plan(&tmpl, "sidecars", volumes, &self.name, &id)?;
             Ok(l)
         }) {
             Ok(l) => l,
@@ -1153,7 +1239,10 @@ impl WorkflowRun {
                 template: tmpl,
             },
         );
-        self.actions.push_back(Action::StartStep(launch));
+        self.actions.push_back(Action::StartStep(StepLaunch {
+            grace_seconds: grace,
+            ..launch
+        }));
         id
     }
 
@@ -1817,19 +1906,30 @@ impl WorkflowRun {
                         self.drive(now, &c);
                     }
                 }
-                let Some(node) = self.status.nodes.get(&cid) else {
-                    all_done = false;
-                    continue;
-                };
-                if !visible(node) {
+                if !self.status.nodes.contains_key(&cid) {
                     all_done = false;
                     continue;
                 }
-                if node.phase.is_completed()
-                    && !self.run_step_exit_handler(now, step, &child_name, &cid, steps_id, sg_id)
-                {
+                let site = hooks::HookSite {
+                    call,
+                    prefix: "steps",
+                    names: &*names,
+                    aggregates: &*aggregates,
+                    boundary: steps_id,
+                    parent: sg_id,
+                };
+                let hooks = self.step_hooks(now, step, &site, &child_name, &cid);
+                if !visible(&self.status.nodes[&cid]) {
                     all_done = false;
                     continue;
+                }
+                match hooks {
+                    hooks::Hooks::Done => {}
+                    hooks::Hooks::Waiting => {
+                        all_done = false;
+                        continue;
+                    }
+                    hooks::Hooks::Errored(m) => failure = Some(m),
                 }
                 let node = &self.status.nodes[&cid];
                 let co = step.continue_on.unwrap_or_default();
@@ -1860,73 +1960,6 @@ impl WorkflowRun {
             Some(m) => Err(m),
             None => Ok(()),
         })
-    }
-
-    /// Step-level `onExit`: runs after the step; the step counts as done once it ends.
-    fn run_step_exit_handler(
-        &mut self,
-        now: Time,
-        step: &WorkflowStep,
-        child_name: &str,
-        child_id: &str,
-        boundary: &str,
-        parent: &str,
-    ) -> bool {
-        let Some(exit) = step.on_exit.clone() else {
-            return true;
-        };
-        let name = format!("{child_name}.onExit");
-        let id = node_id(&self.name, &name);
-        if !self.status.nodes.contains_key(&id) {
-            let Some(tmpl) = self.templates.get(&exit).cloned() else {
-                self.error_node(
-                    &name,
-                    &format!("{}.onExit", step.name),
-                    &exit,
-                    Some(boundary),
-                    Some(parent),
-                    format!("onExit template '{exit}' not found"),
-                    now,
-                );
-                return true;
-            };
-            let phase = self
-                .status
-                .nodes
-                .get(child_id)
-                .map(|n| n.phase)
-                .unwrap_or_default();
-            self.globals
-                .insert("workflow.status".into(), phase.as_str().into());
-            match self.make_call(
-                name.clone(),
-                format!("{}.onExit", step.name),
-                &tmpl,
-                &[],
-                Some(boundary.to_string()),
-                Some(parent.to_string()),
-            ) {
-                Ok(c) => {
-                    self.calls.insert(id.clone(), c.clone());
-                    self.drive(now, &c);
-                }
-                Err(msg) => self.error_node(
-                    &name,
-                    &format!("{}.onExit", step.name),
-                    &exit,
-                    Some(boundary),
-                    Some(parent),
-                    msg,
-                    now,
-                ),
-            }
-        } else if let Some(c) = self.calls.get(&id).cloned() {
-            self.drive(now, &c);
-        }
-        self.status
-            .nodes
-            .get(&id)
-            .is_some_and(|n| n.phase.is_completed())
     }
 
     fn running_children(&self, parent: &str) -> usize {
@@ -2120,6 +2153,10 @@ impl WorkflowRun {
         let mut aggregates: HashMap<String, BTreeMap<String, String>> = HashMap::new();
         let mut task_nodes: HashMap<String, String> = HashMap::new();
         let limit = call.template.parallelism;
+        // Tasks whose hooks still run (they are not done yet), and the first
+        // hook that ended Error (it fails the DAG).
+        let mut hooks_waiting: HashSet<String> = HashSet::new();
+        let mut hook_error: Option<String> = None;
         // Passes until nothing new can start: a skipped task can unblock others at once.
         loop {
             let mut progressed = false;
@@ -2161,6 +2198,26 @@ impl WorkflowRun {
                             );
                         }
                     }
+                    let site = hooks::HookSite {
+                        call,
+                        prefix: "tasks",
+                        names: &names,
+                        aggregates: &aggregates,
+                        boundary: &id,
+                        parent: &id,
+                    };
+                    match self.step_hooks(now, task, &site, &task_name, &tid) {
+                        hooks::Hooks::Done => {
+                            hooks_waiting.remove(&task.name);
+                        }
+                        hooks::Hooks::Waiting => {
+                            hooks_waiting.insert(task.name.clone());
+                        }
+                        hooks::Hooks::Errored(m) => {
+                            hooks_waiting.remove(&task.name);
+                            hook_error = Some(m);
+                        }
+                    }
                     let n = &self.status.nodes[&tid];
                     let co = task.continue_on.unwrap_or_default();
                     let bad = (n.phase == NodePhase::Failed && !co.failed)
@@ -2168,7 +2225,10 @@ impl WorkflowRun {
                     if bad && !dependents_handle(&dag.tasks, &task.name) {
                         failed_seen = true;
                     }
-                    if visible(n) && !names.contains_key(&task.name) {
+                    if visible(n)
+                        && !hooks_waiting.contains(&task.name)
+                        && !names.contains_key(&task.name)
+                    {
                         if n.node_type == NodeType::TaskGroup {
                             let kids = n.children.clone();
                             aggregates.insert(task.name.clone(), self.aggregate(&kids));
@@ -2335,7 +2395,7 @@ impl WorkflowRun {
                 .and_then(|tid| self.status.nodes.get(tid))
             {
                 None => pending = true,
-                Some(n) if !visible(n) => running = true,
+                Some(n) if !visible(n) || hooks_waiting.contains(&task.name) => running = true,
                 Some(n) => {
                     let co = task.continue_on.unwrap_or_default();
                     let bad = (n.phase == NodePhase::Failed && !co.failed)
@@ -2348,6 +2408,9 @@ impl WorkflowRun {
         }
         if running {
             return id;
+        }
+        if failed.is_none() {
+            failed = hook_error;
         }
         if pending && self.suspended {
             return id;
@@ -2617,7 +2680,12 @@ impl WorkflowRun {
 
     /// `when`, template lookup and argument substitution for a step or task.
     fn prepare_step(&self, step: &WorkflowStep, scope: &ScopeOwned<'_>) -> StepPrep {
-        let layered = scope.layered();
+        // `{{steps.name}}` / `{{tasks.name}}`: the name of the step or task
+        // whose fields are being resolved.
+        let own: BTreeMap<String, String> =
+            BTreeMap::from([(format!("{}.name", scope.siblings.prefix), step.name.clone())]);
+        let mut layered = scope.layered();
+        layered.layers.insert(0, &own);
         if let Some(when) = &step.when {
             let text = match roadie_expr::substitute(when, &layered, Unresolved::Error) {
                 Ok(t) => t,
@@ -2828,6 +2896,11 @@ impl WorkflowRun {
     }
 
     fn finish_node(&mut self, id: &str, phase: NodePhase, message: Option<String>, now: Time) {
+        let was_completed = self
+            .status
+            .nodes
+            .get(id)
+            .is_some_and(|n| n.phase.is_completed());
         self.update_node(id, |n| {
             n.phase = phase;
             if message.is_some() {
@@ -2839,6 +2912,7 @@ impl WorkflowRun {
             }
         });
         self.publish_global_outputs(id);
+        self.memo_save_if_memoized(id, was_completed);
     }
 
     fn update_node(&mut self, id: &str, f: impl FnOnce(&mut NodeStatus)) {
@@ -3031,6 +3105,7 @@ struct Fingerprint {
     outputs: u64,
     template_name: Option<String>,
     host_node_name: Option<String>,
+    memo_hit: Option<bool>,
 }
 
 impl Fingerprint {
@@ -3063,6 +3138,7 @@ impl Fingerprint {
             outputs: h.finish(),
             template_name: n.template_name.clone(),
             host_node_name: n.host_node_name.clone(),
+            memo_hit: n.memoization_status.as_ref().map(|m| m.hit),
         }
     }
 }
@@ -3211,6 +3287,9 @@ fn build_launch(id: &str, name: &str, t: &Template) -> Result<StepLaunch, String
         input_artifacts: Vec::new(),
         output_artifacts: Vec::new(),
         mounts: Vec::new(),
+        init_containers: Vec::new(),
+        sidecars: Vec::new(),
+        grace_seconds: DEFAULT_GRACE_SECONDS,
     })
 }
 
@@ -3347,6 +3426,9 @@ fn action_key(a: &Action) -> (u8, &str) {
         Action::Signal { node, .. } => (0, node),
         Action::Probe { node, .. } => (1, node),
         Action::StartStep(l) => (2, &l.node),
+        Action::MemoLookup { node, .. }
+        | Action::MemoSave { node, .. }
+        | Action::ListArtifacts { node, .. } => (3, node),
         Action::AcquireLocks { .. } | Action::ReleaseLocks { .. } => (3, ""),
     }
 }

@@ -398,3 +398,65 @@ fn a_skipped_producer_gives_its_output_default_or_lets_the_input_default_apply()
     let s = Sim::new(&SKIPPED_PRODUCER.replace(", DEFAULT", ""));
     assert_eq!(s.launched[0].argv, ["echo", "got from-input"]);
 }
+
+#[test]
+fn steps_name_and_tasks_name_are_the_step_or_task_being_resolved() {
+    let mut s = Sim::new(
+        r#"
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - name: first
+        template: echo
+        arguments: {parameters: [{name: m, value: "I am {{steps.name}}"}]}
+    - - name: graph
+        template: graph
+  - name: graph
+    dag:
+      tasks:
+      - name: leaf
+        template: echo
+        arguments: {parameters: [{name: m, value: "I am {{tasks.name}}"}]}
+  - name: echo
+    inputs: {parameters: [{name: m}]}
+    container: {command: [echo, "{{inputs.parameters.m}}"]}
+"#,
+    );
+    let first = s.take_launch(".first");
+    assert_eq!(first.argv, ["echo", "I am first"]);
+    s.event(Event::StepStarted {
+        node: first.node.clone(),
+        ip: "127.0.0.1".into(),
+    });
+    s.exit_id(&first.node, 0, "");
+    let leaf = s.take_launch(".leaf");
+    assert_eq!(leaf.argv, ["echo", "I am leaf"]);
+}
+
+#[test]
+fn workflow_duration_is_the_seconds_run_so_far() {
+    let mut s = Sim::new(
+        r#"
+metadata: {name: wf}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: wait, template: t}
+    - - {name: report, template: report}
+  - name: t
+    container: {command: [t]}
+  - name: report
+    container: {command: [echo, "{{workflow.duration}}"]}
+"#,
+    );
+    s.start(".wait");
+    s.now += chrono::Duration::milliseconds(2500);
+    s.exit(".wait", 0, "");
+    let report = s.take_launch(".report");
+    assert_eq!(report.argv, ["echo", "2.5"]);
+}

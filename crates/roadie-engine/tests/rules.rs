@@ -989,29 +989,7 @@ fn changes_are_reported_for_the_store() {
 
 /// The status as the store would hand it back after the driver died.
 fn crash_and_resume(s: &Sim) -> Sim {
-    let stored = s.run.status().clone();
-    let wf = s.run.workflow().clone();
-    let run = WorkflowRun::resume(
-        wf,
-        RunOptions {
-            name: Some(s.run.name().to_string()),
-            uid: "uid-1".into(),
-            ..Default::default()
-        },
-        stored,
-        s.now,
-    )
-    .expect("resumes");
-    let mut r = Sim {
-        run,
-        now: s.now,
-        launched: vec![],
-        probes: vec![],
-        signals: vec![],
-        lock_actions: vec![],
-    };
-    r.drain();
-    r
+    s.resumed()
 }
 
 #[test]
@@ -1129,15 +1107,7 @@ fn retry_reruns_failed_steps_and_restarts_the_daemons_they_need() {
         s.now,
     )
     .expect("resumes");
-    let mut r = Sim {
-        run,
-        now: s.now,
-        launched: vec![],
-        probes: vec![],
-        signals: vec![],
-        lock_actions: vec![],
-    };
-    r.drain();
+    let mut r = Sim::around(run, s.now);
     assert_eq!(
         r.launched_names(),
         vec!["wf[0].db"],

@@ -142,6 +142,8 @@ pub struct NodeStatus {
     /// `synchronizationStatus.waiting`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synchronization_status: Option<NodeSynchronizationStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memoization_status: Option<MemoizationStatus>,
 }
 
 /// Argo's `NodeSynchronizationStatus`.
@@ -199,6 +201,16 @@ pub struct SemaphoreHolding {
     pub semaphore: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holders: Vec<String>,
+}
+
+/// Whether a memoized node's outputs came from the cache (`hit`), and under
+/// which cache and key they are (or will be) stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoizationStatus {
+    pub hit: bool,
+    pub key: String,
+    pub cache_name: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -238,6 +238,34 @@ pub struct Template {
     /// Locks a node of this template takes before it starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synchronization: Option<Synchronization>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memoize: Option<Memoize>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `memoize`: reuse the outputs of an earlier run of this template with the
+/// same `key`, kept in the cache `cache.configMap.name` (roadie keeps it in
+/// the profile's store), if it is younger than `maxAge`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Memoize {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+    pub cache: MemoizeCache,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoizeCache {
+    pub config_map: MemoizeConfigMap,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoizeConfigMap {
+    pub name: String,
     #[serde(flatten)]
     pub extra: Extra,
 }

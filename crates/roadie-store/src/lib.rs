@@ -103,6 +103,7 @@
 mod codec;
 mod crons;
 mod error;
+mod memo;
 mod model;
 mod pg;
 #[cfg(feature = "pgtest")]
@@ -116,6 +117,7 @@ use std::time::Duration;
 
 pub use crons::StoredCron;
 pub use error::StoreError;
+pub use memo::MemoEntry;
 pub use model::{
     ListFilter, NewWorkflow, NodeLog, QueueDepth, StoredWorkflow, WorkflowStatusSummary,
     WorkflowSummary,
@@ -537,6 +539,32 @@ impl Store {
         scheduled: Option<&Time>,
     ) -> Result<bool, StoreError> {
         dispatch!(self.advance_cron(name, expected_cursor, cursor, scheduled))
+    }
+}
+
+/// The memoization cache (see [`MemoEntry`]): one namespace per profile, as
+/// with workflows.
+impl Store {
+    /// The entry stored under (`cache`, `key`), whatever its age: the caller
+    /// applies the template's `maxAge`.
+    pub fn memo_get(&self, cache: &str, key: &str) -> Result<Option<MemoEntry>, StoreError> {
+        dispatch!(self.memo_get(cache, key))
+    }
+
+    /// Stores `entry`, replacing what was stored under its (cache, key).
+    pub fn memo_save(&self, entry: &MemoEntry) -> Result<(), StoreError> {
+        dispatch!(self.memo_save(entry))
+    }
+
+    /// Every entry of one cache (or of all), by cache then key.
+    pub fn memo_list(&self, cache: Option<&str>) -> Result<Vec<MemoEntry>, StoreError> {
+        dispatch!(self.memo_list(cache))
+    }
+
+    /// Deletes one entry (`key` given) or a whole cache; returns how many
+    /// entries went.
+    pub fn memo_delete(&self, cache: &str, key: Option<&str>) -> Result<usize, StoreError> {
+        dispatch!(self.memo_delete(cache, key))
     }
 }
 

@@ -127,7 +127,18 @@ const MIGRATIONS: &[&str] = &[
         cursor               TEXT COLLATE "C"
     );
     "#,
-    // 5: synchronization locks.
+    // 5: the memoization cache.
+    r#"
+    CREATE TABLE memo_cache (
+        cache       TEXT COLLATE "C" NOT NULL,
+        key         TEXT COLLATE "C" NOT NULL,
+        node_id     TEXT NOT NULL,
+        outputs     TEXT NOT NULL,
+        created_at  TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (cache, key)
+    );
+    "#,
+    // 6: synchronization locks.
     r#"
     CREATE TABLE sync_locks (
         id            BIGSERIAL PRIMARY KEY,
@@ -1388,6 +1399,89 @@ impl PgStore {
         let ctx = || format!("deleting CronWorkflow {name:?}");
         let n = self.cron_execute("DELETE FROM cron_workflows WHERE name = $1", &[&name], &ctx)?;
         Ok(n > 0)
+    }
+
+    pub(crate) fn memo_get(
+        &self,
+        cache: &str,
+        key: &str,
+    ) -> Result<Option<crate::MemoEntry>, StoreError> {
+        Ok(self
+            .memo_query(
+                "SELECT cache, key, node_id, outputs, created_at FROM memo_cache \
+                 WHERE cache = $1 AND key = $2",
+                &[&cache, &key],
+                &|| format!("reading memo cache {cache:?} key {key:?}"),
+            )?
+            .into_iter()
+            .next())
+    }
+
+    pub(crate) fn memo_save(&self, entry: &crate::MemoEntry) -> Result<(), StoreError> {
+        let db = self.shown.as_path();
+        let outputs = codec::encode(db, &entry.outputs, || {
+            format!("memo cache {:?} key {:?}", entry.cache, entry.key)
+        })?;
+        let ctx = || format!("saving memo cache {:?} key {:?}", entry.cache, entry.key);
+        self.cron_execute(
+            "INSERT INTO memo_cache (cache, key, node_id, outputs, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (cache, key) DO UPDATE SET \
+             node_id = excluded.node_id, outputs = excluded.outputs, \
+             created_at = excluded.created_at",
+            &[
+                &entry.cache,
+                &entry.key,
+                &entry.node_id,
+                &outputs,
+                &time_to_sql(&entry.created_at),
+            ],
+            &ctx,
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn memo_list(
+        &self,
+        cache: Option<&str>,
+    ) -> Result<Vec<crate::MemoEntry>, StoreError> {
+        self.memo_query(
+            "SELECT cache, key, node_id, outputs, created_at FROM memo_cache \
+             WHERE $1::TEXT IS NULL OR cache = $1 ORDER BY cache, key",
+            &[&cache],
+            &|| "listing the memo cache".to_string(),
+        )
+    }
+
+    pub(crate) fn memo_delete(&self, cache: &str, key: Option<&str>) -> Result<usize, StoreError> {
+        let n = self.cron_execute(
+            "DELETE FROM memo_cache WHERE cache = $1 AND ($2::TEXT IS NULL OR key = $2)",
+            &[&cache, &key],
+            &|| format!("deleting from memo cache {cache:?}"),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn memo_query(
+        &self,
+        sql: &'static str,
+        args: &[&(dyn ToSql + Sync)],
+        ctx: &dyn Fn() -> String,
+    ) -> Result<Vec<crate::MemoEntry>, StoreError> {
+        let db = self.shown.as_path();
+        let mut guard = self.conn()?;
+        let Conn { client, statements } = &mut *guard;
+        let mut tx = client.transaction().ctx(db, ctx)?;
+        let select = prep(&mut tx, statements, sql, db)?;
+        let rows: Vec<crate::memo::MemoRow> = tx
+            .query(&select, args)
+            .ctx(db, ctx)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect();
+        tx.commit().ctx(db, ctx)?;
+        rows.into_iter()
+            .map(|row| crate::memo::decode(db, row))
+            .collect()
     }
 
     pub(crate) fn set_cron_suspended(

@@ -2,7 +2,7 @@
 //! PostgreSQL backend in `pg.rs`; the two keep the same tables and
 //! columns so a reader of one knows the other.
 //!
-//! Layout (schema version 5):
+//! Layout (schema version 6):
 //! - `workflows`: one row per workflow; the manifest as JSON, the workflow-level
 //!   status in plain columns so `list` never parses JSON.
 //! - `nodes`: one row per node, `(workflow_uid, node_id)` → NodeStatus JSON.
@@ -143,7 +143,18 @@ const MIGRATIONS: &[&str] = &[
         cursor               TEXT               -- last scheduled time decided (run or skipped)
     ) WITHOUT ROWID;
     "#,
-    // 5: synchronization locks (`locks.rs`): one row per lock and holder,
+    // 5: the memoization cache (`memoize`): outputs of succeeded templates.
+    r#"
+    CREATE TABLE memo_cache (
+        cache       TEXT NOT NULL,             -- memoize.cache.configMap.name
+        key         TEXT NOT NULL,             -- memoize.key, substituted
+        node_id     TEXT NOT NULL,             -- the node that produced the outputs
+        outputs     TEXT NOT NULL,             -- roadie_spec::Outputs as JSON
+        created_at  TEXT NOT NULL,             -- RFC 3339, UTC, fixed width
+        PRIMARY KEY (cache, key)
+    ) WITHOUT ROWID;
+    "#,
+    // 6: synchronization locks (`locks.rs`): one row per lock and holder,
     // holding or waiting; the id is arrival order, which serves waiters FIFO.
     r#"
     CREATE TABLE sync_locks (
@@ -1352,6 +1363,88 @@ impl SqliteStore {
             .execute(params![name])
             .ctx(db, ctx)?;
         Ok(n > 0)
+    }
+
+    pub(crate) fn memo_get(
+        &self,
+        cache: &str,
+        key: &str,
+    ) -> Result<Option<crate::MemoEntry>, StoreError> {
+        let db = self.path.as_path();
+        let ctx = || format!("reading memo cache {cache:?} key {key:?}");
+        let conn = self.conn();
+        let row: Option<crate::memo::MemoRow> = conn
+            .prepare_cached(
+                "SELECT cache, key, node_id, outputs, created_at FROM memo_cache \
+                 WHERE cache = ?1 AND key = ?2",
+            )
+            .ctx(db, ctx)?
+            .query_row(params![cache, key], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .optional()
+            .ctx(db, ctx)?;
+        row.map(|row| crate::memo::decode(db, row)).transpose()
+    }
+
+    pub(crate) fn memo_save(&self, entry: &crate::MemoEntry) -> Result<(), StoreError> {
+        let db = self.path.as_path();
+        let outputs = codec::encode(db, &entry.outputs, || {
+            format!("memo cache {:?} key {:?}", entry.cache, entry.key)
+        })?;
+        let ctx = || format!("saving memo cache {:?} key {:?}", entry.cache, entry.key);
+        let conn = self.conn();
+        conn.prepare_cached(
+            "INSERT INTO memo_cache (cache, key, node_id, outputs, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (cache, key) DO UPDATE SET \
+             node_id = excluded.node_id, outputs = excluded.outputs, \
+             created_at = excluded.created_at",
+        )
+        .ctx(db, ctx)?
+        .execute(params![
+            entry.cache,
+            entry.key,
+            entry.node_id,
+            outputs,
+            time_to_sql(&entry.created_at),
+        ])
+        .ctx(db, ctx)?;
+        Ok(())
+    }
+
+    pub(crate) fn memo_list(
+        &self,
+        cache: Option<&str>,
+    ) -> Result<Vec<crate::MemoEntry>, StoreError> {
+        let db = self.path.as_path();
+        let ctx = || "listing the memo cache".to_string();
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT cache, key, node_id, outputs, created_at FROM memo_cache \
+                 WHERE ?1 IS NULL OR cache = ?1 ORDER BY cache, key",
+            )
+            .ctx(db, ctx)?;
+        let rows: Vec<crate::memo::MemoRow> = stmt
+            .query_map(params![cache], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .ctx(db, ctx)?
+            .collect::<rusqlite::Result<_>>()
+            .ctx(db, ctx)?;
+        rows.into_iter()
+            .map(|row| crate::memo::decode(db, row))
+            .collect()
+    }
+
+    pub(crate) fn memo_delete(&self, cache: &str, key: Option<&str>) -> Result<usize, StoreError> {
+        let db = self.path.as_path();
+        let ctx = || format!("deleting from memo cache {cache:?}");
+        let conn = self.conn();
+        conn.prepare_cached("DELETE FROM memo_cache WHERE cache = ?1 AND (?2 IS NULL OR key = ?2)")
+            .ctx(db, ctx)?
+            .execute(params![cache, key])
+            .ctx(db, ctx)
     }
 
     pub(crate) fn set_cron_suspended(

@@ -1,6 +1,7 @@
 //! `roadie`: the command line. Thin: it parses arguments and calls the
 //! layers (spec for lint, engine + runtime + store for runs, store for queries).
 
+mod cache_cmd;
 mod commands;
 mod cron_cmd;
 mod daemon_cmd;
@@ -68,7 +69,7 @@ enum Command {
         /// After the run, print the workflow in this format instead of the summary.
         #[arg(short = 'o', long = "output", value_enum)]
         output: Option<OutputFormat>,
-        /// Print only the final summary, not the live tree.
+        /// Print nothing but errors: the exit code tells the outcome (0: Succeeded).
         #[arg(short, long)]
         quiet: bool,
     },
@@ -111,7 +112,7 @@ enum Command {
     },
     /// Print the logs of a workflow's steps.
     #[command(
-        after_help = "Examples:\n  roadie logs daemon-step-x7k2p\n  roadie logs daemon-step-x7k2p --node consumer\n  roadie logs @latest --follow"
+        after_help = "Examples:\n  roadie logs daemon-step-x7k2p\n  roadie logs daemon-step-x7k2p --node consumer\n  roadie logs sidecar-x7k2p --container nginx\n  roadie logs @latest --follow"
     )]
     Logs {
         /// Workflow name or uid (`@latest` for the newest).
@@ -119,6 +120,10 @@ enum Command {
         /// Only this node (display name, node name or node ID).
         #[arg(long)]
         node: Option<String>,
+        /// Which container of each step: `main` (the template's own), or the name of one
+        /// of its `initContainers` or `sidecars`, as `argo logs POD -c NAME`.
+        #[arg(short, long, default_value = "main")]
+        container: String,
         /// Keep printing new lines until the workflow ends.
         #[arg(short, long)]
         follow: bool,
@@ -245,6 +250,12 @@ enum Command {
         after_help = "Examples:\n  roadie cron create nightly.yaml\n  roadie cron list\n  roadie cron get nightly -o yaml\n  roadie cron suspend nightly\n  roadie cron resume nightly\n  roadie cron delete nightly\n\nThe daemon (`roadie daemon start`) must run for workflows to start."
     )]
     Cron(cron_cmd::CronCommand),
+    /// List and clear the memoization caches (`memoize`) kept in the profile's store.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  roadie cache list\n  roadie cache list my-cache -o json\n  roadie cache delete my-cache some-key\n  roadie cache delete my-cache"
+    )]
+    Cache(cache_cmd::CacheCommand),
 }
 
 /// Lints a workflow file, checking expr-lang expressions too.
@@ -285,9 +296,18 @@ fn main() -> ExitCode {
             output,
         } => commands::list(profile.as_deref(), running, completed, limit, output),
         Command::Get { name, output } => commands::get(profile.as_deref(), &name, output),
-        Command::Logs { name, node, follow } => {
-            commands::logs(profile.as_deref(), &name, node.as_deref(), follow)
-        }
+        Command::Logs {
+            name,
+            node,
+            container,
+            follow,
+        } => commands::logs(
+            profile.as_deref(),
+            &name,
+            node.as_deref(),
+            &container,
+            follow,
+        ),
         Command::Delete { names, completed } => {
             commands::delete(profile.as_deref(), &names, completed)
         }
@@ -338,6 +358,7 @@ fn main() -> ExitCode {
             cmd,
         ),
         Command::Cron(cmd) => cron_cmd::run(profile.as_deref(), cmd),
+        Command::Cache(cmd) => cache_cmd::run(profile.as_deref(), cmd),
         Command::ClusterTemplate(cmd) => template_cmd::run(
             profile.as_deref(),
             roadie_store::TemplateKind::ClusterWorkflowTemplate,

@@ -82,7 +82,17 @@ pub fn tree_lines(status: &WorkflowStatus, root: &str) -> Vec<String> {
                 format!("daemoned at {ip}; {message}")
             };
         }
-        let pod = if n.node_type == NodeType::Pod {
+        if let Some(memo) = n.memoization_status.as_ref().filter(|m| m.hit) {
+            let from = format!("outputs from cache {}, key {}", memo.cache_name, memo.key);
+            message = if message.is_empty() {
+                from
+            } else {
+                format!("{from}; {message}")
+            };
+        }
+        let pod = if n.node_type == NodeType::Pod
+            && n.memoization_status.as_ref().is_none_or(|m| !m.hit)
+        {
             n.id.clone()
         } else {
             String::new()

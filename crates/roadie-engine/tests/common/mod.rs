@@ -5,7 +5,11 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use roadie_engine::{Action, Event, RunOptions, StepExit, StepLaunch, StepSignal, WorkflowRun};
+use std::collections::BTreeMap;
+
+use roadie_engine::{
+    Action, Event, MemoHit, RunOptions, StepExit, StepLaunch, StepSignal, WorkflowRun,
+};
 use roadie_spec::{NodeStatus, WorkflowPhase};
 
 pub struct Sim {
@@ -17,6 +21,13 @@ pub struct Sim {
     pub signals: Vec<(String, StepSignal)>,
     /// `AcquireLocks` / `ReleaseLocks` asked for, in order, not yet handled.
     pub lock_actions: Vec<Action>,
+    /// The memoization cache, as the driver keeps it in the store: answers
+    /// `MemoLookup` at once and takes `MemoSave`, keyed by (cache, key).
+    pub memo: BTreeMap<(String, String), MemoHit>,
+    /// Every (cache, key) looked up, in order.
+    pub memo_lookups: Vec<(String, String)>,
+    /// The files of the artifact repository, by key, for `ListArtifacts`.
+    pub artifact_files: Vec<String>,
 }
 
 impl Sim {
@@ -37,6 +48,21 @@ impl Sim {
             .single()
             .expect("valid time");
         let run = WorkflowRun::new(wf, opts, now).expect("workflow starts");
+        Sim::around(run, now)
+    }
+
+    /// A run whose artifact repository holds `files` (keys), for `data` templates.
+    pub fn with_artifacts(yaml: &str, files: &[&str]) -> Sim {
+        let wf = roadie_spec::parse_workflow(yaml, "test.yaml").expect("test workflow parses");
+        let now = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .expect("valid time");
+        let opts = RunOptions {
+            uid: "uid-1".into(),
+            ..Default::default()
+        };
+        let run = WorkflowRun::new(wf, opts, now).expect("workflow starts");
         let mut sim = Sim {
             run,
             now,
@@ -44,6 +70,43 @@ impl Sim {
             probes: vec![],
             signals: vec![],
             lock_actions: vec![],
+            memo: BTreeMap::new(),
+            memo_lookups: vec![],
+            artifact_files: files.iter().map(|f| f.to_string()).collect(),
+        };
+        sim.drain();
+        sim
+    }
+
+    /// What a new driver makes of this run after the old one died: the
+    /// engine resumed from the status the store holds.
+    pub fn resumed(&self) -> Sim {
+        let run = WorkflowRun::resume(
+            self.run.workflow().clone(),
+            RunOptions {
+                name: Some(self.run.name().to_string()),
+                uid: "uid-1".into(),
+                ..Default::default()
+            },
+            self.run.status().clone(),
+            self.now,
+        )
+        .expect("resumes");
+        Sim::around(run, self.now)
+    }
+
+    /// Plays the driver for `run` (resumed, or made by the test) from `now`.
+    pub fn around(run: WorkflowRun, now: DateTime<Utc>) -> Sim {
+        let mut sim = Sim {
+            run,
+            now,
+            launched: vec![],
+            probes: vec![],
+            signals: vec![],
+            lock_actions: vec![],
+            memo: BTreeMap::new(),
+            memo_lookups: vec![],
+            artifact_files: vec![],
         };
         sim.drain();
         sim
@@ -55,11 +118,66 @@ impl Sim {
                 Action::StartStep(l) => self.launched.push(l),
                 Action::Probe { node, .. } => self.probes.push(node),
                 Action::Signal { node, signal } => self.signals.push((node, signal)),
+                Action::MemoLookup { node, cache, key } => {
+                    let entry = self.memo.get(&(cache.clone(), key.clone())).cloned();
+                    self.memo_lookups.push((cache, key));
+                    self.run.handle(self.now, Event::MemoLoaded { node, entry });
+                }
+                Action::ListArtifacts { node, key } => {
+                    let listed = self
+                        .artifact_files
+                        .iter()
+                        .filter(|f| f.starts_with(&format!("{key}/")) || **f == key)
+                        .cloned()
+                        .collect();
+                    self.run.handle(
+                        self.now,
+                        Event::ArtifactsListed {
+                            node,
+                            listed: Ok(listed),
+                        },
+                    );
+                }
+                Action::MemoSave {
+                    cache,
+                    key,
+                    outputs,
+                    ..
+                } => {
+                    let saved_at = self.now;
+                    self.memo
+                        .insert((cache, key), MemoHit { outputs, saved_at });
+                }
                 a @ (Action::AcquireLocks { .. } | Action::ReleaseLocks { .. }) => {
                     self.lock_actions.push(a)
                 }
             }
         }
+    }
+
+    /// A fresh run of `yaml` that shares this run's memoization cache and
+    /// clock: what a second submission of a workflow sees.
+    pub fn rerun(&self, yaml: &str) -> Sim {
+        let wf = roadie_spec::parse_workflow(yaml, "test.yaml").expect("test workflow parses");
+        let opts = RunOptions {
+            uid: "uid-2".into(),
+            ..Default::default()
+        };
+        let run = WorkflowRun::new(wf, opts, self.now).expect("workflow starts");
+        // The cache must be in place before the first lookups are answered.
+        let mut sim = Sim {
+            run,
+            now: self.now,
+            launched: vec![],
+            probes: vec![],
+            signals: vec![],
+            lock_actions: vec![],
+            memo: self.memo.clone(),
+            memo_lookups: vec![],
+            artifact_files: self.artifact_files.clone(),
+        };
+        sim.drain();
+        sim
     }
 
     pub fn id(&self, name_suffix: &str) -> String {
