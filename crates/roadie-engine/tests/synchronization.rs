@@ -511,3 +511,44 @@ spec:
     finish(&mut s, &mut t, "[0].b(0)", 0);
     assert_eq!(s.phase(), WorkflowPhase::Succeeded);
 }
+
+#[test]
+fn a_memoized_node_asks_for_its_lock_only_on_a_cache_miss() {
+    const MEMO_LOCKED: &str = r#"
+metadata: {name: sync}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: a, template: locked}
+  - name: locked
+    memoize:
+      key: "k"
+      cache: {configMap: {name: c}}
+    synchronization:
+      mutexes: [{name: welcome}]
+    container: {command: [echo, hi]}
+"#;
+    let mut s = Sim::new(MEMO_LOCKED);
+    let mut t = Table::default();
+    pump(&mut s, &mut t);
+    assert_eq!(s.launched_names(), vec!["sync[0].a"]);
+    finish(&mut s, &mut t, "[0].a", 0);
+    assert_eq!(s.phase(), WorkflowPhase::Succeeded);
+    let miss = s.node("[0].a").memoization_status.clone().expect("marked");
+    assert!(!miss.hit);
+    // A second run finds the outputs in the cache: no lock, no step.
+    let mut again = s.rerun(MEMO_LOCKED);
+    assert!(
+        !again
+            .lock_actions
+            .iter()
+            .any(|a| matches!(a, Action::AcquireLocks { .. })),
+        "a cache hit needs no lock: {:?}",
+        again.lock_actions
+    );
+    pump(&mut again, &mut t);
+    assert!(again.launched.is_empty());
+    assert_eq!(again.phase(), WorkflowPhase::Succeeded);
+}
