@@ -279,11 +279,6 @@ impl Driver {
         Ok(out)
     }
 
-    /// Whether some workflow of this driver waits for a lock.
-    pub fn waits_for_locks(&self) -> bool {
-        !self.lock_waits.is_empty()
-    }
-
     /// After locks were given back: the waiters of this process are asked
     /// again at once, oldest first (the store serves them in arrival order
     /// across processes), and the other processes of the profile are woken
