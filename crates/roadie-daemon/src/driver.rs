@@ -274,7 +274,10 @@ impl Driver {
             return Ok(out);
         }
         self.semaphore_limits = crate::locks::SemaphoreLimits::load(&self.profile);
-        self.locks_freed = true;
+        // No wake for others here: they were woken with us, and waking them
+        // again would have every process with waiters wake the others for ever.
+        self.ask_waiters_again(&mut out)?;
+        // Runs that ended meanwhile did give locks back: that wakes them.
         self.retry_lock_waits(&mut out)?;
         Ok(out)
     }
@@ -290,13 +293,19 @@ impl Driver {
                 crate::worker::wake_workers(&self.profile);
                 woke_others = true;
             }
-            for w in self.lock_waits.clone() {
-                if !self.lock_waits.contains(&w) {
-                    continue;
-                }
-                self.acquire(&w.uid, w.holder, w.locks)?;
-                self.settle(&w.uid, out)?;
+            self.ask_waiters_again(out)?;
+        }
+        Ok(())
+    }
+
+    /// One pass over this driver's waiting lock requests, oldest first.
+    fn ask_waiters_again(&mut self, out: &mut Processed) -> Result<(), DriverError> {
+        for w in self.lock_waits.clone() {
+            if !self.lock_waits.contains(&w) {
+                continue;
             }
+            self.acquire(&w.uid, w.holder, w.locks)?;
+            self.settle(&w.uid, out)?;
         }
         Ok(())
     }
