@@ -44,7 +44,18 @@ fn driver_is_dead(driver: &str) -> bool {
     let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
         return false;
     };
-    start_time(pid) != Some(start)
+    // A zombie is dead too: it exited, its parent has not reaped it yet.
+    start_time(pid) != Some(start) || is_zombie(pid)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = stat.get(stat.rfind(')')? + 2..)?;
+            rest.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false)
 }
 
 /// Marks the runs of dead `roadie run` processes as Failed. Returns their names.
@@ -77,4 +88,69 @@ pub fn mark_dead_runs(store: &Store) -> Result<Vec<String>> {
         marked.push(w.name);
     }
     Ok(marked)
+}
+
+/// What [`driver_exit`] found about a recorded `roadie run` process.
+pub enum DriverWatch {
+    /// It runs on this machine: the future resolves when it exits.
+    Alive(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
+    /// It is gone already.
+    Dead,
+    /// Not a process this machine can watch (another host, no pidfd).
+    Unknown,
+}
+
+/// Watches the `roadie run` process recorded as `host:pid:starttime`, so a
+/// run waiting for a lock it holds learns at once that it died (the lock is
+/// then given back by marking its run Failed), without polling: a pidfd
+/// becomes readable when its process exits.
+pub fn driver_exit(driver: &str) -> DriverWatch {
+    let mut parts = driver.rsplitn(3, ':');
+    let (Some(start), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+        return DriverWatch::Unknown;
+    };
+    if host != roadie_daemon::supervisor::hostname() {
+        return DriverWatch::Unknown;
+    }
+    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
+        return DriverWatch::Unknown;
+    };
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return DriverWatch::Unknown;
+    };
+    let fd = match pidfd_open(raw) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return DriverWatch::Dead,
+        Err(_) => return DriverWatch::Unknown,
+    };
+    // Checked after opening: the pidfd then refers to the recorded process,
+    // not to one that reused its pid.
+    if start_time(pid) != Some(start) {
+        return DriverWatch::Dead;
+    }
+    // SAFETY: the AsyncFd owns the OwnedFd, which stays open and the same
+    // descriptor until the AsyncFd drops it.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    };
+    match registered {
+        Ok(afd) => DriverWatch::Alive(Box::pin(async move {
+            let _ = afd.readable().await;
+        })),
+        Err(_) => DriverWatch::Unknown,
+    }
+}
+
+/// `pidfd_open(2)`.
+fn pidfd_open(pid: libc::pid_t) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a plain syscall with integer arguments; the result is checked below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = std::os::fd::RawFd::try_from(fd)
+        .map_err(|_| std::io::Error::other("pidfd out of range"))?;
+    // SAFETY: the kernel just returned this descriptor to us and nobody else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }

@@ -1,7 +1,7 @@
 //! `roadie run`: one workflow through the driver loop of `roadie-daemon`,
 //! with a live view and Ctrl-C handling.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -173,7 +173,12 @@ async fn drive(
     // command to the store and touch the wake file, as for daemon workers.
     let (_watcher, mut wake_rx) = roadie_daemon::worker::watch_wake_file(profile)?;
     done |= take_commands(&store, &mut driver, &uid, &mut view)?;
+    // `roadie run` processes holding a lock this run waits for: when one
+    // dies, its run is marked Failed (which gives its locks back).
+    let (holder_died, mut holder_deaths) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watched: HashSet<String> = HashSet::new();
     while !done {
+        watch_lock_holders(&store, &uid, &mut watched, &holder_died);
         if let Some(run) = driver.run(&uid) {
             view.draw(run.status(), &name);
         }
@@ -186,6 +191,16 @@ async fn drive(
                 }
                 // Another process may have given back a lock this run waits for.
                 driver.retry_locks()?
+            }
+            Some(()) = holder_deaths.recv() => {
+                while holder_deaths.try_recv().is_ok() {}
+                match crate::orphans::mark_dead_runs(&store) {
+                    // The wake file brings this loop (and every other waiter) back.
+                    Ok(marked) if !marked.is_empty() => roadie_daemon::worker::wake_workers(profile),
+                    Ok(_) => {}
+                    Err(e) => view.note(&format!("warning: could not settle a dead run: {e}")),
+                }
+                Processed::default()
             }
             _ = sigint.recv() => interrupt(&mut driver, &uid, &mut interrupts, &mut view, "SIGINT").await?,
             _ = sigterm.recv() => interrupt(&mut driver, &uid, &mut interrupts, &mut view, "SIGTERM").await?,
@@ -208,6 +223,54 @@ async fn drive(
         }
     }
     Ok(Some(stored.status.phase))
+}
+
+/// Watches (once each) the `roadie run` processes that hold the locks run
+/// `uid` waits for. Holders run by the daemon need nothing: its supervisor
+/// hands a dead worker's workflows to another, which keeps their locks.
+fn watch_lock_holders(
+    store: &Arc<Store>,
+    uid: &str,
+    watched: &mut HashSet<String>,
+    died: &tokio::sync::mpsc::UnboundedSender<()>,
+) {
+    let Ok(mine) = store.lock_rows(Some(uid), None) else {
+        return;
+    };
+    for row in mine.iter().filter(|r| !r.held) {
+        let Ok(holders) = store.lock_rows(None, Some(&row.lock)) else {
+            continue;
+        };
+        for h in holders.iter().filter(|h| h.held && h.workflow_uid != uid) {
+            if !watched.insert(h.workflow_uid.clone()) {
+                continue;
+            }
+            let Ok(Some(w)) = store.get_workflow(&h.workflow_uid) else {
+                continue;
+            };
+            let Some(driver) = w
+                .manifest
+                .metadata
+                .annotations
+                .get(crate::orphans::DRIVER_ANNOTATION)
+            else {
+                continue;
+            };
+            match crate::orphans::driver_exit(driver) {
+                crate::orphans::DriverWatch::Alive(exit) => {
+                    let died = died.clone();
+                    tokio::spawn(async move {
+                        exit.await;
+                        let _ = died.send(());
+                    });
+                }
+                crate::orphans::DriverWatch::Dead => {
+                    let _ = died.send(());
+                }
+                crate::orphans::DriverWatch::Unknown => {}
+            }
+        }
+    }
 }
 
 /// Applies the commands sent to this run; true once the workflow finished.
