@@ -7,8 +7,9 @@
 //! - The capacity bounds the steps running at once, not the workflows held: a
 //!   suspended workflow, or one waiting on a timer, holds no slot.
 //! - A new submission wakes workers through a file-system event on the
-//!   profile's `wake/queue` file; a slow tick covers leases that expire and
-//!   other machines sharing a PostgreSQL store. A process that gives a
+//!   profile's `wake/queue` file, and on a PostgreSQL store through
+//!   LISTEN/NOTIFY, which reaches other machines sharing it; a slow tick
+//!   covers leases that expire. A process that gives a
 //!   synchronization lock back touches the same file, so the workflows
 //!   waiting for it, in every worker and `roadie run`, ask again at once.
 //! - On SIGTERM (from `roadie daemon stop`, or because the supervisor died,
@@ -71,6 +72,65 @@ pub fn watch_wake_file(
     tokio::sync::mpsc::UnboundedReceiver<()>,
 )> {
     let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let watcher = watch_wake_file_into(profile, wake_tx)?;
+    Ok((watcher, wake_rx))
+}
+
+/// [`watch_wake_file`], plus, on a PostgreSQL store, the announcements of
+/// processes on other machines sharing it (LISTEN/NOTIFY), on the same
+/// channel: whatever wakes a local worker wakes a remote one too.
+pub fn watch_wakes(
+    profile: &Profile,
+    store: &Store,
+) -> Result<(
+    notify::RecommendedWatcher,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+)> {
+    let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let watcher = watch_wake_file_into(profile, wake_tx.clone())?;
+    if let Some(mut listener) = store.wake_listener() {
+        std::thread::Builder::new()
+            .name("roadie-pg-wake".into())
+            .spawn(move || {
+                let mut failures: u64 = 0;
+                loop {
+                    match listener.wait() {
+                        Ok(()) => {
+                            if failures > 0 {
+                                eprintln!("listening for other daemons' changes again");
+                            }
+                            failures = 0;
+                            if wake_tx.send(()).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            if failures == 0 {
+                                eprintln!(
+                                    "cannot listen for other daemons' changes: {e}; retrying"
+                                );
+                            }
+                            failures += 1;
+                            // The server is away: back off (1 s, 2 s, ... 30 s)
+                            // before connecting again; changes made meanwhile are
+                            // picked up by the wake sent once it is back.
+                            std::thread::sleep(Duration::from_secs(failures.min(30)));
+                            if wake_tx.send(()).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            })
+            .context("cannot start the thread that listens for other daemons")?;
+    }
+    Ok((watcher, wake_rx))
+}
+
+fn watch_wake_file_into(
+    profile: &Profile,
+    wake_tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Result<notify::RecommendedWatcher> {
     let wake_path = wake_file(profile);
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res
@@ -92,7 +152,7 @@ pub fn watch_wake_file(
             .watch(&dir, notify::RecursiveMode::NonRecursive)
             .with_context(|| format!("cannot watch {}", dir.display()))?;
     }
-    Ok((watcher, wake_rx))
+    Ok(watcher)
 }
 
 /// Applies one command from the store (`roadie stop|terminate|suspend|resume|set`)
@@ -216,7 +276,7 @@ async fn run(profile: &Profile, opts: WorkerOptions) -> Result<()> {
     }
     let mut driver = Driver::new(profile, store.clone(), opts.max_steps)?;
     driver.set_owner(&owner);
-    let (watcher, mut wake_rx) = watch_wake_file(profile)?;
+    let (watcher, mut wake_rx) = watch_wakes(profile, &store)?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     // A worker stopped (SIGSTOP) when its supervisor dies gets SIGHUP from the
@@ -257,13 +317,8 @@ async fn run(profile: &Profile, opts: WorkerOptions) -> Result<()> {
                     eprintln!("worker {}: supervisor {} is gone; handing workflows back", opts.index, opts.supervisor_pid);
                     break;
                 }
-                worker.commands(&mut driver)?;
-                // Locks given back on another machine (a shared PostgreSQL
-                // store) wake no file here.
-                if store.is_postgres() {
-                    let processed = driver.retry_locks()?;
-                    worker.finished(&processed)?;
-                }
+                // Leases expire with time, not with an event: claim what
+                // they freed.
                 worker.claim(&mut driver)?;
             }
             _ = heartbeat.tick() => {

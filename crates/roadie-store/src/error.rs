@@ -74,6 +74,9 @@ pub enum StoreError {
     /// phase). The database file is readable, but this record is not.
     #[error("{}: corrupt record: {what}", db.display())]
     Corrupt { db: PathBuf, what: String },
+    /// The database went away under a long-lived connection.
+    #[error("{}: {what}", db.display())]
+    Unavailable { db: PathBuf, what: String },
     /// The database was written by a newer roadie whose schema this one does
     /// not know; refusing is safer than guessing.
     #[error(

@@ -568,6 +568,33 @@ impl Store {
     }
 }
 
+/// Announcements from other processes sharing a PostgreSQL store, which may
+/// run on other machines: a submission, a command, workflows handed back,
+/// locks given back. (On SQLite every process is on this machine and the
+/// profile's wake file carries them.)
+pub struct WakeListener(pg::PgWakeListener);
+
+impl WakeListener {
+    /// Blocks until the next announcement; several that arrived together
+    /// count as one. Connects first, and again after the server went away;
+    /// an error means it could not, and the caller decides when to retry.
+    /// Call it from a thread of its own, not from async code.
+    pub fn wait(&mut self) -> Result<(), StoreError> {
+        self.0.wait()
+    }
+}
+
+impl Store {
+    /// A listener for other processes' announcements, on PostgreSQL; `None`
+    /// on SQLite.
+    pub fn wake_listener(&self) -> Option<WakeListener> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(p) => Some(WakeListener(p.wake_listener())),
+        }
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.path()).finish()

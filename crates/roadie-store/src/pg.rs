@@ -25,6 +25,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::{Client, Config, IsolationLevel, NoTls, Statement, Transaction};
 use roadie_spec::{NodeStatus, Time, WorkflowPhase, WorkflowStatus};
@@ -537,6 +538,7 @@ impl PgStore {
         if queue {
             let enqueue = prep(&mut tx, statements, ENQUEUE_MANY, db)?;
             tx.execute(&enqueue, &[&uids]).ctx(db, ctx)?;
+            notify_wake(&mut tx, db)?;
         }
         tx.commit().ctx(db, ctx)
     }
@@ -553,6 +555,7 @@ impl PgStore {
         }
         let enqueue = prep(&mut tx, statements, ENQUEUE_MANY, db)?;
         tx.execute(&enqueue, &[&vec![uid]]).ctx(db, ctx)?;
+        notify_wake(&mut tx, db)?;
         tx.commit().ctx(db, ctx)
     }
 
@@ -1105,6 +1108,7 @@ impl PgStore {
             db,
         )?;
         tx.execute(&release, &[&uids, &owner]).ctx(db, ctx)?;
+        notify_wake(&mut tx, db)?;
         tx.commit().ctx(db, ctx)
     }
 
@@ -1129,6 +1133,7 @@ impl PgStore {
             db,
         )?;
         tx.execute(&forget, &[&owner]).ctx(db, ctx)?;
+        notify_wake(&mut tx, db)?;
         tx.commit().ctx(db, ctx)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
@@ -1154,6 +1159,7 @@ impl PgStore {
             let stmt = prep(&mut tx, statements, sql, db)?;
             tx.execute(&stmt, &[&uid]).ctx(db, ctx)?;
         }
+        notify_wake(&mut tx, db)?;
         tx.commit().ctx(db, ctx)
     }
 
@@ -1212,6 +1218,7 @@ impl PgStore {
             db,
         )?;
         tx.execute(&insert, &[&uid, &json]).ctx(db, ctx)?;
+        notify_wake(&mut tx, db)?;
         tx.commit().ctx(db, ctx)
     }
 
@@ -1522,6 +1529,79 @@ impl PgStore {
     }
 }
 
+/// The channel on which every change that may give a worker something to do
+/// (a submission, a command, workflows handed back, locks given back) is
+/// announced, so that daemons on other machines sharing this database are
+/// woken by an event rather than a timer. Sent inside the transaction that
+/// makes the change: PostgreSQL delivers it at commit, and not at all on
+/// rollback.
+const WAKE_CHANNEL: &str = "roadie_wake";
+
+fn notify_wake(tx: &mut Transaction<'_>, db: &Path) -> Result<(), StoreError> {
+    tx.batch_execute(&format!("NOTIFY {WAKE_CHANNEL}"))
+        .ctx(db, || "announcing the change to other daemons".into())
+}
+
+/// A connection of its own that listens on [`WAKE_CHANNEL`].
+pub(crate) struct PgWakeListener {
+    config: Config,
+    shown: PathBuf,
+    client: Option<Client>,
+}
+
+impl PgWakeListener {
+    /// Blocks until the next announcement (several queued ones count as
+    /// one). Connects (again) first when needed; an error means the server
+    /// could not be reached, and the caller decides when to try again.
+    pub(crate) fn wait(&mut self) -> Result<(), StoreError> {
+        let db = self.shown.clone();
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            let mut client = connect(&self.config, &db)?;
+            client
+                .batch_execute(&format!("LISTEN {WAKE_CHANNEL}"))
+                .ctx(&db, || "listening for other daemons' changes".into())?;
+            self.client = Some(client);
+        }
+        let Some(client) = self.client.as_mut() else {
+            return Ok(());
+        };
+        let result = {
+            let mut notifications = client.notifications();
+            let first = notifications.blocking_iter().next();
+            // Drain what else has arrived: one wake covers them all.
+            while let Ok(Some(_)) = notifications.iter().next() {}
+            match first {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(None),
+                Err(e) => Err(Some(e)),
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.client = None;
+                match e {
+                    Some(e) => Err(e).ctx(&db, || "waiting for other daemons' changes".into()),
+                    None => Err(StoreError::Unavailable {
+                        db,
+                        what: "the connection listening for other daemons' changes closed".into(),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+impl PgStore {
+    pub(crate) fn wake_listener(&self) -> PgWakeListener {
+        PgWakeListener {
+            config: self.config.clone(),
+            shown: self.shown.clone(),
+            client: None,
+        }
+    }
+}
+
 fn connect(config: &Config, shown: &Path) -> Result<Client, StoreError> {
     let mut config = config.clone();
     if config.get_connect_timeout().is_none() {
@@ -1650,6 +1730,7 @@ impl PgStore {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        notify_wake(&mut tx, db)?;
         tx.commit().ctx(db, ctx)?;
         names.sort();
         names.dedup();

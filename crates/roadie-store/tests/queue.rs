@@ -702,3 +702,54 @@ fn postgres_reconnects_after_the_server_drops_the_connection() {
     assert_eq!(store.queue_depth().unwrap(), depth(1, 0));
     assert_eq!(store.claim_workflows("w", 1, LEASE, t(0)).unwrap().len(), 1);
 }
+
+/// A daemon on another machine learns of a submission, a command and
+/// workflows handed back through PostgreSQL's LISTEN/NOTIFY: each change
+/// ends one `WakeListener::wait`. (SQLite has no listener: its processes
+/// share the profile's wake file.)
+#[test]
+fn postgres_announces_changes_to_listeners_on_other_connections() {
+    let db = TestDb::sqlite();
+    assert!(db.open().wake_listener().is_none());
+
+    let db = TestDb::postgres();
+    let store = db.open();
+    let mut listener = db.open().wake_listener().expect("a PostgreSQL listener");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        while listener.wait().is_ok() {
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    let woken = |what: &str| {
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no announcement after {what}"));
+    };
+    // The listener connects on its first wait: make sure it listens before
+    // the first change by sending one until it is heard.
+    let mut i = 0;
+    loop {
+        store.submit_workflow(&wf(i)).unwrap();
+        i += 1;
+        if rx
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_ok()
+        {
+            break;
+        }
+        assert!(i < 300, "the listener never heard a submission");
+    }
+    while rx.try_recv().is_ok() {}
+    store.submit_workflow(&wf(1000)).unwrap();
+    woken("a submission");
+    store
+        .push_command("uid-01000", &serde_json::json!({"command": "stop"}))
+        .unwrap();
+    woken("a command");
+    let claimed = store.claim_workflows("w", 1, LEASE, t(0)).unwrap();
+    assert_eq!(claimed.len(), 1);
+    store.release_workflows("w", &uids(&claimed)).unwrap();
+    woken("workflows handed back");
+}

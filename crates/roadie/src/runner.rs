@@ -171,7 +171,7 @@ async fn drive(
     let mut done = show(&mut view, driver.add(&uid, run)?);
     // `roadie stop|terminate|suspend|resume|set NAME` from another shell push a
     // command to the store and touch the wake file, as for daemon workers.
-    let (_watcher, mut wake_rx) = roadie_daemon::worker::watch_wake_file(profile)?;
+    let (_watcher, mut wake_rx) = roadie_daemon::worker::watch_wakes(profile, &store)?;
     done |= take_commands(&store, &mut driver, &uid, &mut view)?;
     // `roadie run` processes holding a lock this run waits for: when one
     // dies, its run is marked Failed (which gives its locks back).
