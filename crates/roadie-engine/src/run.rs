@@ -300,6 +300,13 @@ struct Call {
     retry_attempt: Option<usize>,
 }
 
+/// What a passed step group published to the steps after it.
+#[derive(Debug, Clone)]
+struct PassedGroup {
+    names: Vec<(String, String)>,
+    aggregates: Vec<(String, BTreeMap<String, String>)>,
+}
+
 /// One workflow run: the state machine.
 pub struct WorkflowRun {
     wf: Workflow,
@@ -343,6 +350,9 @@ pub struct WorkflowRun {
     memo: HashMap<String, memoize::MemoLookup>,
     /// `data` nodes whose listing was asked for (see `data.rs`).
     data_lists: HashSet<String>,
+    /// Step groups that passed with nothing left running below them, and
+    /// what they published (see `remember_passed_group`).
+    passed_groups: HashMap<String, PassedGroup>,
 }
 
 impl WorkflowRun {
@@ -474,6 +484,7 @@ impl WorkflowRun {
             uses_locks: false,
             memo: HashMap::new(),
             data_lists: HashSet::new(),
+            passed_groups: HashMap::new(),
         };
         run.workflow_params = params;
         run.uses_locks = run.workflow_uses_locks();
@@ -1679,6 +1690,18 @@ impl WorkflowRun {
                 });
             }
             let sg_done_before = self.status.nodes[&sg_id].phase.is_completed();
+            // A group that passed and has nothing left running below it cannot
+            // change any more: take what it published from the cache instead
+            // of walking it again (a long chain of groups is otherwise walked
+            // from the start on every event).
+            if sg_done_before && let Some(done) = self.passed_groups.get(&sg_id) {
+                names.extend(done.names.iter().cloned());
+                aggregates.extend(done.aggregates.iter().cloned());
+                for s in group {
+                    continue_on.insert(s.name.clone(), s.continue_on.unwrap_or_default());
+                }
+                continue;
+            }
             let outcome = self.drive_group(
                 now,
                 call,
@@ -1716,6 +1739,7 @@ impl WorkflowRun {
                     if !sg_done_before {
                         self.finish_node(&sg_id, NodePhase::Succeeded, None, now);
                     }
+                    self.remember_passed_group(&sg_id, group, &names, &aggregates);
                 }
             }
         }
@@ -1760,6 +1784,50 @@ impl WorkflowRun {
             None => self.finish_node(&id, NodePhase::Succeeded, None, now),
         }
         id
+    }
+
+    /// Caches what a passed step group published (its steps' nodes and loop
+    /// aggregates), once every node below it has completed: a daemon that
+    /// still serves may fail later and must be looked at again.
+    fn remember_passed_group(
+        &mut self,
+        sg_id: &str,
+        group: &[WorkflowStep],
+        names: &HashMap<String, String>,
+        aggregates: &HashMap<String, BTreeMap<String, String>>,
+    ) {
+        if self.passed_groups.contains_key(sg_id)
+            || self.status.nodes.get(sg_id).map(|n| n.phase) != Some(NodePhase::Succeeded)
+            || self.subtree_has_unfinished(sg_id)
+        {
+            return;
+        }
+        let done = PassedGroup {
+            names: group
+                .iter()
+                .filter_map(|s| names.get(&s.name).map(|id| (s.name.clone(), id.clone())))
+                .collect(),
+            aggregates: group
+                .iter()
+                .filter_map(|s| aggregates.get(&s.name).map(|a| (s.name.clone(), a.clone())))
+                .collect(),
+        };
+        self.passed_groups.insert(sg_id.to_string(), done);
+    }
+
+    /// Whether any node below `root` has not completed.
+    fn subtree_has_unfinished(&self, root: &str) -> bool {
+        let mut stack = vec![root];
+        while let Some(id) = stack.pop() {
+            let Some(n) = self.status.nodes.get(id) else {
+                continue;
+            };
+            if !n.phase.is_completed() {
+                return true;
+            }
+            stack.extend(n.children.iter().map(String::as_str));
+        }
+        false
     }
 
     /// Runs one step group. None: still running. Some(Err): a step failed.
