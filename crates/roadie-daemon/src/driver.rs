@@ -515,9 +515,9 @@ impl Driver {
 
 fn to_engine_event(ev: RuntimeEvent) -> Event {
     match ev {
-        RuntimeEvent::Started { key, .. } => Event::StepStarted {
+        RuntimeEvent::Started { key, ip, .. } => Event::StepStarted {
             node: key,
-            ip: "127.0.0.1".into(),
+            ip: ip.to_string(),
         },
         RuntimeEvent::StartFailed { key, message } => Event::StepStartFailed { node: key, message },
         RuntimeEvent::Exited { key, exit } => Event::StepExited {

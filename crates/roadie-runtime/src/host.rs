@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     /// Whether to wait on pidfds; off only to test the `waitid` fallback of old kernels
     /// (environment variable `ROADIE_RUNTIME_DISABLE_PIDFD=1`).
     pub(crate) use_pidfd: bool,
+    /// The sandboxed network (one namespace and address per pod); `None` on the host's.
+    pub(crate) network: Option<Arc<crate::netns::Sandbox>>,
 }
 
 #[derive(Default)]
@@ -132,9 +134,11 @@ impl Shared {
                 kill_group(pgid, signal.to_nix());
             }
         }
+        let ip = crate::netns::published_ip(self.network.as_deref(), key);
         let _ = self.events.send(RuntimeEvent::Started {
             key: key.to_owned(),
             pid,
+            ip,
         });
     }
 
@@ -169,12 +173,32 @@ impl HostRuntime {
     ///
     /// Also raises this process's soft limit on open files to the hard limit (steps get
     /// the original back): each live step holds a few descriptors.
+    ///
+    /// The network comes from the environment ([`crate::Network::from_env`]: variable
+    /// `ROADIE_NETWORK`); see [`HostRuntime::with_network`].
     pub fn new(
         state_dir: &Path,
         events: UnboundedSender<RuntimeEvent>,
     ) -> Result<Self, RuntimeError> {
+        Self::with_network(state_dir, events, crate::Network::from_env()?)
+    }
+
+    /// [`HostRuntime::new`] with the network chosen by the caller. With
+    /// [`crate::Network::Sandbox`] every pod gets its own network namespace and address;
+    /// this fails (naming what is missing) without root or iproute2's `ip`.
+    pub fn with_network(
+        state_dir: &Path,
+        events: UnboundedSender<RuntimeEvent>,
+        network: crate::Network,
+    ) -> Result<Self, RuntimeError> {
         let handle = Handle::try_current().map_err(|_| RuntimeError::NoTokioRuntime)?;
         let registry = Registry::open(state_dir)?;
+        let network = match network {
+            crate::Network::Host => None,
+            crate::Network::Sandbox(subnet) => {
+                Some(Arc::new(crate::netns::Sandbox::start(subnet)?))
+            }
+        };
         spawn::raise_fd_limit();
         let (live, _) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -184,6 +208,7 @@ impl HostRuntime {
             steps: Mutex::new(Steps::default()),
             live,
             use_pidfd: std::env::var_os("ROADIE_RUNTIME_DISABLE_PIDFD").is_none_or(|v| v != "1"),
+            network,
         });
         let (jobs, queue) = mpsc::channel();
         let thread_shared = Arc::clone(&shared);
@@ -244,7 +269,8 @@ impl HostRuntime {
     /// Runs ONE attempt of `probe` against `host` (the step's address; an `httpGet` or
     /// `tcpSocket` `host` field overrides it), honouring `timeoutSeconds` (default 1 s),
     /// and reports a `ProbeResult` for `key`. Scheduling attempts is the engine's job.
-    /// `exec` probes run on the host, not inside the step.
+    /// `exec` probes run inside the step's namespaces (mount and, in the sandboxed network,
+    /// network), as Kubernetes runs them inside the container.
     pub fn probe(&self, key: &str, probe: &roadie_spec::Probe, host: IpAddr) {
         let timeout = probe::timeout_of(probe);
         let key = key.to_owned();
@@ -348,6 +374,9 @@ fn launch_step(shared: &Arc<Shared>, launch: StepLaunch) {
     match prepare_and_spawn(shared, launch) {
         Err(message) => {
             tracing::debug!(key, message, "step failed to start");
+            if let Some(network) = &shared.network {
+                network.release(&key);
+            }
             shared.finish(
                 &key,
                 RuntimeEvent::StartFailed {
@@ -440,6 +469,19 @@ fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<StepRun, Str
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The pod's network namespace: entered by the child through a descriptor opened here,
+    // before the fork, and kept open by the sandbox until the pod ends.
+    let pod_network = match &shared.network {
+        Some(network) => Some(network.acquire(&key)?),
+        None => None,
+    };
+    if let Some(pod) = &pod_network {
+        let fd = pod.raw_fd();
+        // SAFETY: `enter` only calls setns on a descriptor that outlives the spawn.
+        unsafe {
+            cmd.pre_exec(move || crate::netns::enter(fd));
+        }
+    }
     if let Some(prepared) = prepared_mounts {
         // SAFETY: `enter` only makes async-signal-safe calls on memory prepared before the
         // fork.
@@ -620,6 +662,9 @@ async fn supervise(shared: Arc<Shared>, run: StepRun) {
     };
     if mounts.iter().any(|m| m.scratch) {
         let _ = tokio::task::spawn_blocking(move || crate::mounts::remove_scratch(&mounts)).await;
+    }
+    if let Some(network) = &shared.network {
+        network.release_async(&key).await;
     }
     tracing::debug!(key, message = exit.message, "step exited");
     shared.finish(

@@ -3,8 +3,9 @@
 //! - `httpGet`: an HTTP/1.1 `GET` (hyper does the protocol); status 200..400 is success.
 //!   Only `scheme: HTTP` and numeric ports: a host process has no named container ports.
 //! - `tcpSocket`: success when a TCP connection opens.
-//! - `exec`: the command runs **on the host** (not inside the step), in its own process group
-//!   with the same no-orphan rules as a step; exit code 0 is success.
+//! - `exec`: the command runs in the step's mount namespace (when it has one) and its pod's
+//!   network namespace (in the sandboxed network), in its own process group with the same
+//!   no-orphan rules as a step; exit code 0 is success.
 //!
 //! Every attempt is bounded by `timeoutSeconds` (default and minimum 1 s). Timing between
 //! attempts (initial delay, period, thresholds) belongs to the engine.
@@ -249,6 +250,15 @@ fn spawn_exec(
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
                 crate::mounts::enter_ns(fd)
             });
+        }
+    }
+    // And in its pod's network namespace, so `localhost` is the step's own.
+    let pod_network = shared.network.as_ref().and_then(|n| n.pod(key));
+    if let Some(pod) = &pod_network {
+        let fd = pod.raw_fd();
+        // SAFETY: `enter` only calls setns on a descriptor that outlives the spawn.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || crate::netns::enter(fd));
         }
     }
     let mut slot = shared
