@@ -57,6 +57,8 @@ pub const SUBNET_VAR: &str = "ROADIE_NETWORK_SUBNET";
 pub const DEFAULT_SUBNET: &str = "10.213.0.0/16";
 /// The bridge every pod's veth is attached to.
 pub const BRIDGE: &str = "roadie0";
+/// [`BRIDGE`] for the C calls.
+const BRIDGE_C: &std::ffi::CStr = c"roadie0";
 /// Where leases (and the lock that guards the bridge's creation) live: a tmpfs, so a reboot
 /// forgets them together with the namespaces.
 const RUN_DIR: &str = "/run/roadie-net";
@@ -224,7 +226,9 @@ impl Sandbox {
 
     fn ensure_bridge(&self) -> Result<(), String> {
         let mut script = String::new();
-        if !Path::new("/sys/class/net").join(BRIDGE).exists() {
+        // Asked of this network namespace (/sys may show another one's devices).
+        // SAFETY: a NUL-terminated name; if_nametoindex only reads it.
+        if unsafe { libc::if_nametoindex(BRIDGE_C.as_ptr()) } == 0 {
             script.push_str(&format!("link add {BRIDGE} type bridge\n"));
         }
         // Idempotent: another roadie may have done the same.
@@ -579,5 +583,29 @@ fn run_ip(ip_cmd: &Path, netns: Option<&str>, script: &str) -> Result<(), String
     } else {
         let stderr = String::from_utf8_lossy(&out.stderr);
         Err(format!("ip: {}", stderr.trim().replace('\n', "; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_the_kernel_limits() {
+        assert_eq!(BRIDGE_C.to_str(), Ok(BRIDGE));
+        let ip = Ipv4Addr::new(10, 213, 255, 254);
+        assert_eq!(ns_name(ip), "rn-0ad5fffe");
+        // IFNAMSIZ is 16 with the NUL.
+        assert!(veth_name(ip).len() <= 15);
+    }
+
+    #[test]
+    fn lease_owners_must_be_alive_with_the_same_start() {
+        let me = std::process::id();
+        let start = procfs::self_start_time().unwrap();
+        assert!(owner_alive(&format!("{me} {start}\n")));
+        assert!(!owner_alive(&format!("{me} {}\n", start + 1)));
+        assert!(!owner_alive(""));
+        assert!(!owner_alive("garbage"));
     }
 }

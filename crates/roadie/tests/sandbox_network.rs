@@ -38,7 +38,9 @@ macro_rules! require_sandbox {
             eprintln!("SKIPPED: sandboxed network tests need root and `ip`: {why}");
             return;
         }
-        let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
     };
 }
 
@@ -129,7 +131,10 @@ fn two_daemons_on_one_port_each_reached_at_its_own_address() {
     let blue = pod_ip(&wf, "blue");
     assert_ne!(red, blue, "the two daemons got one address");
     for ip in [red, blue] {
-        assert!(in_default_subnet(ip), "{ip} is not a pod address of 10.213.0.0/16");
+        assert!(
+            in_default_subnet(ip),
+            "{ip} is not a pod address of 10.213.0.0/16"
+        );
     }
     // Each consumer got its own daemon's answer at the address it was handed.
     assert_eq!(
@@ -177,7 +182,11 @@ fn pod_networks_of_a_killed_run_are_removed_by_the_next_start() {
         roadie.stderr_so_far()
     );
     let ips = leases_of(pid);
-    assert_eq!(ips.len(), 3, "expected three live pods (red, blue, hold): {ips:?}");
+    assert_eq!(
+        ips.len(),
+        3,
+        "expected three live pods (red, blue, hold): {ips:?}"
+    );
     roadie.signal("KILL");
     drop(roadie.wait(Duration::from_secs(10)));
     // A roadie of another test binary starting meanwhile may reclaim them first; that is
@@ -233,7 +242,11 @@ fn two_workers_run_workflows_with_daemons_on_the_same_port() {
     }
     ips.sort();
     ips.dedup();
-    assert_eq!(ips.len(), 4, "daemons of two workflows shared an address: {ips:?}");
+    assert_eq!(
+        ips.len(),
+        4,
+        "daemons of two workflows shared an address: {ips:?}"
+    );
     assert_no_pod_network_left(&ips);
 }
 
