@@ -469,19 +469,8 @@ fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<StepRun, Str
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // The pod's network namespace: entered by the child through a descriptor opened here,
-    // before the fork, and kept open by the sandbox until the pod ends.
-    let pod_network = match &shared.network {
-        Some(network) => Some(network.acquire(&key)?),
-        None => None,
-    };
-    if let Some(pod) = &pod_network {
-        let fd = pod.raw_fd();
-        // SAFETY: `enter` only calls setns on a descriptor that outlives the spawn.
-        unsafe {
-            cmd.pre_exec(move || crate::netns::enter(fd));
-        }
-    }
+    // The pod's own network namespace (sandboxed network), created for its first process.
+    let _pod_network = crate::netns::join(shared.network.as_deref(), &key, &mut cmd, true)?;
     if let Some(prepared) = prepared_mounts {
         // SAFETY: `enter` only makes async-signal-safe calls on memory prepared before the
         // fork.

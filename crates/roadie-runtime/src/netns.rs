@@ -161,12 +161,6 @@ pub(crate) struct Pod {
     ns: OwnedFd,
 }
 
-impl Pod {
-    pub(crate) fn raw_fd(&self) -> RawFd {
-        self.ns.as_raw_fd()
-    }
-}
-
 /// The sandboxed network of one roadie process: its pods by key.
 pub(crate) struct Sandbox {
     subnet: Subnet,
@@ -390,6 +384,47 @@ pub(crate) fn published_ip(sandbox: Option<&Sandbox>, key: &str) -> std::net::Ip
         std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
         std::net::IpAddr::V4,
     )
+}
+
+impl Drop for Sandbox {
+    /// The runtime is gone (every step task ended or was dropped): no pod network outlives
+    /// it while this process lives on.
+    fn drop(&mut self) {
+        let keys: Vec<String> = self.lock().keys().cloned().collect();
+        for key in keys {
+            self.release(&key);
+        }
+    }
+}
+
+/// Makes `cmd`'s child enter the network namespace of `key`'s pod (between fork and exec,
+/// through a descriptor opened now). With `create`, the pod network is created if it does
+/// not exist yet (the pod's first process); without, a pod that has none (it ended) runs
+/// the child in roadie's network. Keep the returned handle until `cmd` is spawned. A no-op
+/// on the host network (`sandbox` is `None`).
+pub(crate) fn join(
+    sandbox: Option<&Sandbox>,
+    key: &str,
+    cmd: &mut Command,
+    create: bool,
+) -> Result<Option<Arc<Pod>>, String> {
+    let Some(sandbox) = sandbox else {
+        return Ok(None);
+    };
+    let pod = if create {
+        Some(sandbox.acquire(key)?)
+    } else {
+        sandbox.pod(key)
+    };
+    if let Some(pod) = &pod {
+        let fd = pod.ns.as_raw_fd();
+        // SAFETY: `enter` only calls setns, which is async-signal-safe, on a descriptor
+        // the caller keeps open (through the returned handle) until the spawn.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(cmd, move || enter(fd));
+        }
+    }
+    Ok(pod)
 }
 
 /// Runs in a child between fork and exec: join the pod's network namespace.

@@ -253,14 +253,7 @@ fn spawn_exec(
         }
     }
     // And in its pod's network namespace, so `localhost` is the step's own.
-    let pod_network = shared.network.as_ref().and_then(|n| n.pod(key));
-    if let Some(pod) = &pod_network {
-        let fd = pod.raw_fd();
-        // SAFETY: `enter` only calls setns on a descriptor that outlives the spawn.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || crate::netns::enter(fd));
-        }
-    }
+    let _pod_network = crate::netns::join(shared.network.as_deref(), key, &mut cmd, false)?;
     let mut slot = shared
         .registry
         .begin()
