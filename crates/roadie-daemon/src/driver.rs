@@ -44,10 +44,18 @@ pub struct Processed {
 pub enum DriverError {
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// Not a `#[source]`: the message already holds it, and error chains printed with
+    /// `{:#}` would repeat it.
     #[error("host runtime: {0}")]
-    Runtime(#[from] roadie_runtime::RuntimeError),
+    Runtime(roadie_runtime::RuntimeError),
     #[error("the host runtime's event channel closed")]
     RuntimeGone,
+}
+
+impl From<roadie_runtime::RuntimeError> for DriverError {
+    fn from(e: roadie_runtime::RuntimeError) -> Self {
+        DriverError::Runtime(e)
+    }
 }
 
 struct Waiting {
