@@ -107,6 +107,11 @@ impl Shared {
 
     /// Forgets a step and reports its last event, atomically with `live_steps`.
     fn finish(&self, key: &str, event: RuntimeEvent) {
+        // Whatever path ends the step, its pod network goes before its last event (a step
+        // that exited released it already, off the async threads: then this is a no-op).
+        if let Some(network) = &self.network {
+            network.release(key);
+        }
         let mut steps = self.lock();
         steps.map.remove(key);
         // The receiver may be gone when the driver stopped listening; nothing to do then.
@@ -374,9 +379,6 @@ fn launch_step(shared: &Arc<Shared>, launch: StepLaunch) {
     match prepare_and_spawn(shared, launch) {
         Err(message) => {
             tracing::debug!(key, message, "step failed to start");
-            if let Some(network) = &shared.network {
-                network.release(&key);
-            }
             shared.finish(
                 &key,
                 RuntimeEvent::StartFailed {
