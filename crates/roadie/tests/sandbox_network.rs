@@ -250,8 +250,8 @@ fn two_workers_run_workflows_with_daemons_on_the_same_port() {
     assert_no_pod_network_left(&ips);
 }
 
-/// Without root the sandbox refuses to start and says which variable to unset; as root,
-/// an unknown value of the variable is refused the same way.
+/// An unknown value of `ROADIE_NETWORK` is refused before anything runs, naming the
+/// variable (as a sandbox without root or `ip` is, which this root machine cannot show).
 #[test]
 fn a_bad_network_setting_is_refused_with_the_variable_named() {
     let mut env = Env::new();
