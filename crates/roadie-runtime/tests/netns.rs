@@ -182,6 +182,8 @@ async fn two_pods_listen_on_the_same_port_at_their_own_addresses() {
     .await;
     assert_eq!(message, "exec probe succeeded");
     // A pod reaches another pod by address, and the host through the bridge address.
+    let host_side = std::net::TcpListener::bind((subnet().bridge_ip(), 0)).unwrap();
+    let host_port = host_side.local_addr().unwrap().port();
     let client = h.launch(
         "client",
         &[
@@ -189,8 +191,10 @@ async fn two_pods_listen_on_the_same_port_at_their_own_addresses() {
             "-c",
             &format!(
                 "import socket\n\
-                 c = socket.create_connection(('{}', 9999)); print(c.recv(10).decode())\n",
-                ips[0]
+                 c = socket.create_connection(('{}', 9999)); print(c.recv(10).decode())\n\
+                 h = socket.create_connection(('{}', {host_port})); h.sendall(b'from a pod')\n",
+                ips[0],
+                subnet().bridge_ip()
             ),
         ],
     );
@@ -199,6 +203,15 @@ async fn two_pods_listen_on_the_same_port_at_their_own_addresses() {
     let exit = h.exited("client").await;
     assert!(exit.success(), "{} / {}", exit.message, h.log("client"));
     assert_eq!(exit.stdout, "one");
+    let (mut from_pod, peer) = host_side.accept().unwrap();
+    assert_eq!(
+        peer.ip(),
+        IpAddr::V4(client_ip),
+        "the host saw the pod's own address"
+    );
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut from_pod, &mut got).unwrap();
+    assert_eq!(got, "from a pod");
     assert_pod_network_gone(client_ip).await;
 
     for name in ["one", "two"] {
