@@ -23,8 +23,9 @@
 //!   process holds the address). Several roadie processes (the daemon's workers) share the
 //!   bridge and the subnet this way.
 //!
-//! Cost per pod: two `ip -batch` runs to set up (one in the host namespace, one inside the
-//! pod's), none to tear down: teardown kills what is left in the namespace, unmounts and
+//! Cost per pod: one `ip -batch` run to set up (namespace, veth pair, bridge port) plus a
+//! few ioctls from a short-lived thread inside the namespace (address, links up, default
+//! route); nothing spawned to tear down: teardown kills what is left in the namespace, unmounts and
 //! removes its name (the kernel then destroys the veth pair with it) and deletes the lease.
 //!
 //! Crash safety: a lease whose owner is dead (roadie killed with SIGKILL) is reclaimed —
@@ -231,8 +232,7 @@ impl Sandbox {
             self.subnet.bridge_ip(),
             self.subnet.prefix
         ));
-        run_ip(&self.ip_cmd, None, &script)
-            .map_err(|e| format!("cannot set up the bridge {BRIDGE}: {e}"))
+        run_ip(&self.ip_cmd, &script).map_err(|e| format!("cannot set up the bridge {BRIDGE}: {e}"))
     }
 
     /// The pod of `key`, if it has one now.
@@ -326,27 +326,15 @@ impl Sandbox {
         }
         run_ip(
             &self.ip_cmd,
-            None,
             &format!(
                 "netns add {name}\n\
                  link add {veth} type veth peer name eth0 netns {name}\n\
                  link set {veth} master {BRIDGE} up\n"
             ),
         )?;
-        run_ip(
-            &self.ip_cmd,
-            Some(name),
-            &format!(
-                "addr add {ip}/{} dev eth0\n\
-                 link set lo up\n\
-                 link set eth0 up\n\
-                 route add default via {}\n",
-                self.subnet.prefix,
-                self.subnet.bridge_ip()
-            ),
-        )?;
         let path = Path::new(NETNS_DIR).join(name);
         let file = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        configure_inside(&file, ip, self.subnet.prefix, self.subnet.bridge_ip())?;
         Ok(Pod {
             ip,
             ns: file.into(),
@@ -506,6 +494,149 @@ fn owner_alive(owner: &str) -> bool {
     matches!(procfs::read_stat(pid), Ok(Some(stat)) if stat.start_time == start)
 }
 
+/// Configures the inside of a pod's namespace — `lo` up, `eth0` with the pod's address and
+/// up, a default route via the bridge — without spawning `ip`: from a short-lived thread
+/// that enters the namespace (a thread's network namespace is its own), with the classic
+/// interface and route ioctls. Saves one process per pod (about 3.5 ms).
+fn configure_inside(ns: &File, ip: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<(), String> {
+    let fd = ns.as_raw_fd();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || configure_in_thread(fd, ip, prefix, gateway))
+            .join()
+            .unwrap_or_else(|_| Err("the thread configuring the namespace panicked".to_owned()))
+    })
+}
+
+fn configure_in_thread(
+    ns: RawFd,
+    ip: Ipv4Addr,
+    prefix: u8,
+    gateway: Ipv4Addr,
+) -> Result<(), String> {
+    // SAFETY: setns on an open namespace descriptor; it moves only this thread, which ends
+    // when the configuration is done.
+    if unsafe { libc::setns(ns, libc::CLONE_NEWNET) } != 0 {
+        return Err(format!(
+            "cannot enter the namespace: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a plain socket call; the result is checked before it is owned.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(format!(
+            "cannot open a socket in the namespace: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    let mask = Ipv4Addr::from(u32::MAX << (32 - u32::from(prefix)));
+    link_up(&sock, "lo")?;
+    let mut req = ifreq("eth0");
+    req.ifr_ifru.ifru_addr = sockaddr(ip);
+    ioctl(&sock, libc::SIOCSIFADDR, &mut req, "eth0: set the address")?;
+    let mut req = ifreq("eth0");
+    req.ifr_ifru.ifru_netmask = sockaddr(mask);
+    ioctl(
+        &sock,
+        libc::SIOCSIFNETMASK,
+        &mut req,
+        "eth0: set the netmask",
+    )?;
+    link_up(&sock, "eth0")?;
+    let mut route = RtEntry {
+        rt_pad1: 0,
+        rt_dst: sockaddr(Ipv4Addr::UNSPECIFIED),
+        rt_gateway: sockaddr(gateway),
+        rt_genmask: sockaddr(Ipv4Addr::UNSPECIFIED),
+        rt_flags: libc::RTF_UP | libc::RTF_GATEWAY,
+        rt_pad2: 0,
+        rt_pad3: 0,
+        rt_pad4: std::ptr::null_mut(),
+        rt_metric: 0,
+        rt_dev: std::ptr::null_mut(),
+        rt_mtu: 0,
+        rt_window: 0,
+        rt_irtt: 0,
+    };
+    ioctl(&sock, libc::SIOCADDRT, &mut route, "add the default route")
+}
+
+/// The kernel's `struct rtentry` (`linux/route.h`) for `SIOCADDRT`; libc has it only for
+/// musl.
+#[repr(C)]
+struct RtEntry {
+    rt_pad1: libc::c_ulong,
+    rt_dst: libc::sockaddr,
+    rt_gateway: libc::sockaddr,
+    rt_genmask: libc::sockaddr,
+    rt_flags: libc::c_ushort,
+    rt_pad2: libc::c_short,
+    rt_pad3: libc::c_ulong,
+    rt_pad4: *mut libc::c_void,
+    rt_metric: libc::c_short,
+    rt_dev: *mut libc::c_char,
+    rt_mtu: libc::c_ulong,
+    rt_window: libc::c_ulong,
+    rt_irtt: libc::c_ushort,
+}
+
+fn ifreq(name: &str) -> libc::ifreq {
+    // SAFETY: all zeroes is a valid ifreq (an empty name and a zero union).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    // At most IFNAMSIZ - 1 bytes: the name stays NUL-terminated.
+    for (dst, src) in req
+        .ifr_name
+        .iter_mut()
+        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *dst = src as libc::c_char;
+    }
+    req
+}
+
+fn sockaddr(ip: Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr are both 16 bytes; the interface and route ioctls
+    // take an AF_INET address in a sockaddr.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+fn link_up(sock: &OwnedFd, name: &str) -> Result<(), String> {
+    let mut req = ifreq(name);
+    ioctl(
+        sock,
+        libc::SIOCGIFFLAGS,
+        &mut req,
+        &format!("{name}: read the flags"),
+    )?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    ioctl(
+        sock,
+        libc::SIOCSIFFLAGS,
+        &mut req,
+        &format!("{name}: set it up"),
+    )
+}
+
+fn ioctl<T>(sock: &OwnedFd, request: libc::c_ulong, arg: &mut T, what: &str) -> Result<(), String> {
+    // SAFETY: `arg` is the structure `request` reads or writes, alive for the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), request, std::ptr::from_mut(arg)) } != 0 {
+        return Err(format!("{what}: {}", io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// Deletes the namespace of `ip` (if any) and its lease.
 fn destroy(ip: Ipv4Addr) {
     delete_ns(&ns_name(ip));
@@ -593,12 +724,9 @@ fn find_ip() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Runs `ip [-n ns] -batch -` with `script` on stdin; the error is ip's own message.
-fn run_ip(ip_cmd: &Path, netns: Option<&str>, script: &str) -> Result<(), String> {
+/// Runs `ip -batch -` with `script` on stdin; the error is ip's own message.
+fn run_ip(ip_cmd: &Path, script: &str) -> Result<(), String> {
     let mut cmd = Command::new(ip_cmd);
-    if let Some(ns) = netns {
-        cmd.args(["-n", ns]);
-    }
     cmd.args(["-batch", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
