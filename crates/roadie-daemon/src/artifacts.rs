@@ -160,6 +160,40 @@ pub fn scratch_mounts(
         .collect()
 }
 
+/// The init containers or sidecars of a step in the runtime's terms. Each gets its own
+/// scratch copies of the private directories (each container of a pod has its own `/tmp`)
+/// and shares the step's volumes; its log sits next to the step's
+/// (`roadie_runtime::container_log_path`), where `roadie logs --container` looks.
+pub fn containers(
+    profile: &Profile,
+    private: &[PathBuf],
+    node: &str,
+    main_log: &Path,
+    planned: Vec<roadie_engine::ContainerLaunch>,
+) -> Vec<roadie_runtime::ContainerLaunch> {
+    planned
+        .into_iter()
+        .map(|c| {
+            let working_dir = c.working_dir.map(PathBuf::from);
+            let mut mounts = scratch_mounts(
+                profile,
+                private,
+                &format!("{node}.{}", c.name),
+                working_dir.as_deref(),
+            );
+            mounts.extend(self::mounts(profile, c.mounts));
+            roadie_runtime::ContainerLaunch {
+                log_path: roadie_runtime::container_log_path(main_log, &c.name),
+                name: c.name,
+                argv: c.argv,
+                env: c.env,
+                working_dir,
+                mounts,
+            }
+        })
+        .collect()
+}
+
 /// The runtime's outcomes in the engine's terms.
 pub fn outcomes(saved: BTreeMap<String, ArtifactSaved>) -> BTreeMap<String, ArtifactOutcome> {
     saved

@@ -492,6 +492,11 @@ impl Driver {
                 step.working_dir.as_deref().map(std::path::Path::new),
             );
             mounts.extend(crate::artifacts::mounts(&self.profile, step.mounts));
+            let containers = |list| {
+                crate::artifacts::containers(&self.profile, &private, &step.node, &w.log_path, list)
+            };
+            let init_containers = containers(step.init_containers);
+            let sidecars = containers(step.sidecars);
             self.host.start(roadie_runtime::StepLaunch {
                 key: step.node,
                 argv: step.argv,
@@ -507,6 +512,9 @@ impl Driver {
                 input_artifacts: crate::artifacts::inputs(&repo, step.input_artifacts),
                 output_artifacts: crate::artifacts::outputs(&repo, step.output_artifacts),
                 mounts,
+                init_containers,
+                sidecars,
+                sidecar_grace: StdDuration::from_secs(step.grace_seconds.max(0).unsigned_abs()),
             });
         }
     }

@@ -35,6 +35,7 @@ mod images;
 mod library;
 mod run;
 mod scope;
+mod sidecars;
 mod volumes;
 
 pub use artifacts::{Archive, ArtifactOutcome, ArtifactSource, InputArtifact, OutputArtifact};
@@ -42,4 +43,5 @@ pub use ids::node_id;
 pub use images::{ImageDefaults, container_argv, image_defaults};
 pub use library::{apply_workflow_template_ref, resolve_ref};
 pub use run::*;
+pub use sidecars::ContainerLaunch;
 pub use volumes::VolumeMount;

@@ -86,6 +86,15 @@ pub struct StepLaunch {
     pub output_artifacts: Vec<crate::OutputArtifact>,
     /// emptyDir volumes to mount in the step's filesystem.
     pub mounts: Vec<crate::VolumeMount>,
+    /// `initContainers`: run one after another before the main process; each must exit 0,
+    /// or the start fails (`Event::StepStartFailed` naming it) and the main never runs.
+    pub init_containers: Vec<crate::ContainerLaunch>,
+    /// `sidecars`: started before the main process and stopped once it has exited
+    /// (SIGTERM, SIGKILL after `grace_seconds`); the step's result is the main process's.
+    pub sidecars: Vec<crate::ContainerLaunch>,
+    /// The pod's `terminationGracePeriodSeconds` (podSpecPatch, else the workflow's, else
+    /// 30): how long sidecars get between SIGTERM and SIGKILL.
+    pub grace_seconds: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1103,6 +1112,10 @@ impl WorkflowRun {
                 &self.name,
                 &id,
             );
+            let volumes = self.wf.spec.extra.get("volumes");
+            l.init_containers =
+                crate::sidecars::plan(&tmpl, "initContainers", volumes, &self.name, &id)?;
+            l.sidecars = crate::sidecars::plan(&tmpl, "sidecars", volumes, &self.name, &id)?;
             Ok(l)
         }) {
             Ok(l) => l,
@@ -1139,7 +1152,10 @@ impl WorkflowRun {
                 template: tmpl,
             },
         );
-        self.actions.push_back(Action::StartStep(launch));
+        self.actions.push_back(Action::StartStep(StepLaunch {
+            grace_seconds: grace,
+            ..launch
+        }));
         id
     }
 
@@ -3181,6 +3197,9 @@ fn build_launch(id: &str, name: &str, t: &Template) -> Result<StepLaunch, String
         input_artifacts: Vec::new(),
         output_artifacts: Vec::new(),
         mounts: Vec::new(),
+        init_containers: Vec::new(),
+        sidecars: Vec::new(),
+        grace_seconds: DEFAULT_GRACE_SECONDS,
     })
 }
 

@@ -47,6 +47,19 @@ pub fn plan_mounts(
     let Some(mounts) = c.extra.get("volumeMounts").and_then(Value::as_array) else {
         return Vec::new();
     };
+    plan_mounts_of(workflow_volumes, tmpl, mounts, workflow, pod)
+}
+
+/// The emptyDir mounts among `mounts` (a container's `volumeMounts`) of a container of
+/// `tmpl`'s pod: the main container, an init container or a sidecar, which all share the
+/// pod's volumes.
+pub(crate) fn plan_mounts_of(
+    workflow_volumes: Option<&Value>,
+    tmpl: &Template,
+    mounts: &[Value],
+    workflow: &str,
+    pod: &str,
+) -> Vec<VolumeMount> {
     let volumes: Vec<&Value> = tmpl
         .extra
         .get("volumes")

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc::UnboundedSender, watch};
+use tokio::sync::{mpsc::UnboundedSender, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::probe;
@@ -51,6 +51,19 @@ pub(crate) fn next_seq() -> u64 {
 pub(crate) enum Job {
     Step(StepLaunch),
     ExecProbe(probe::ExecProbe),
+    /// An init container or sidecar of step `key`: spawned and handed back to the step's
+    /// task (see `pod.rs`), which watches it.
+    Container {
+        key: String,
+        launch: crate::ContainerLaunch,
+        reply: oneshot::Sender<Result<crate::pod::ContainerRun, String>>,
+    },
+    /// The main process of a step with init containers or sidecars: prepared, spawned and
+    /// handed back to the step's task.
+    PodMain {
+        launch: StepLaunch,
+        reply: oneshot::Sender<Result<StepRun, String>>,
+    },
 }
 
 /// Runs steps as host processes. Cheap to clone; all clones drive the same processes.
@@ -88,6 +101,10 @@ pub(crate) struct Shared {
 #[derive(Default)]
 struct Steps {
     map: HashMap<String, StepState>,
+    /// Live process groups of init containers and sidecars, by step key: `(name, pgid)`.
+    /// A group leaves this list before its leader is reaped, so its pgid is never signalled
+    /// once it could name someone else's group.
+    containers: HashMap<String, Vec<(String, i32)>>,
     shutting_down: bool,
 }
 
@@ -106,7 +123,7 @@ impl Shared {
     }
 
     /// Forgets a step and reports its last event, atomically with `live_steps`.
-    fn finish(&self, key: &str, event: RuntimeEvent) {
+    pub(crate) fn finish(&self, key: &str, event: RuntimeEvent) {
         // Whatever path ends the step, its pod network goes before its last event (a step
         // that exited released it already, off the async threads: then this is a no-op).
         if let Some(network) = &self.network {
@@ -127,7 +144,7 @@ impl Shared {
         }
     }
 
-    fn mark_running(&self, key: &str, pgid: i32, pid: u32) {
+    pub(crate) fn mark_running(&self, key: &str, pgid: i32, pid: u32) {
         let mut steps = self.lock();
         if let Some(state) = steps.map.get_mut(key) {
             let pending = match state {
@@ -161,6 +178,61 @@ impl Shared {
         for state in steps.map.values_mut() {
             apply_signal(state, signal);
         }
+        for groups in steps.containers.values() {
+            for (_, pgid) in groups {
+                kill_group(*pgid, signal.to_nix());
+            }
+        }
+    }
+
+    /// Records a container's group as live, and delivers at once a signal that the step
+    /// was sent while it was starting: a stopped step starts nothing that keeps running.
+    pub(crate) fn add_container(&self, key: &str, name: &str, pgid: i32) {
+        let mut steps = self.lock();
+        if let Some(StepState::Starting {
+            pending: Some(signal),
+        }) = steps.map.get(key)
+        {
+            kill_group(pgid, signal.to_nix());
+        }
+        steps
+            .containers
+            .entry(key.to_owned())
+            .or_default()
+            .push((name.to_owned(), pgid));
+    }
+
+    /// Forgets a container's group; call before its leader is reaped.
+    pub(crate) fn remove_container(&self, key: &str, pgid: i32) {
+        let mut steps = self.lock();
+        if let Some(groups) = steps.containers.get_mut(key) {
+            groups.retain(|(_, g)| *g != pgid);
+            if groups.is_empty() {
+                steps.containers.remove(key);
+            }
+        }
+    }
+
+    /// Signals the live init-container and sidecar groups of a step.
+    pub(crate) fn signal_containers(&self, key: &str, signal: Signal) {
+        if let Some(groups) = self.lock().containers.get(key) {
+            for (_, pgid) in groups {
+                kill_group(*pgid, signal.to_nix());
+            }
+        }
+    }
+
+    /// The signal a step was sent before its main process started, if any.
+    pub(crate) fn stop_requested(&self, key: &str) -> Option<Signal> {
+        match self.lock().map.get(key) {
+            Some(StepState::Starting { pending }) => *pending,
+            _ => None,
+        }
+    }
+
+    /// Whether `start` is refused from now on.
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.lock().shutting_down
     }
 }
 
@@ -252,6 +324,17 @@ impl HostRuntime {
                 .insert(key.clone(), StepState::Starting { pending: None });
             self.shared.live.send_replace(steps.map.len());
         }
+        if !launch.init_containers.is_empty() || !launch.sidecars.is_empty() {
+            // Containers run one after another and for a while: a task of its own drives
+            // them, asking the spawner thread for each fork. It holds the job queue weakly,
+            // so dropping the last handle still ends the spawner thread (a hard stop).
+            let jobs = Arc::downgrade(&self.jobs);
+            let shared = Arc::clone(&self.shared);
+            self.shared
+                .handle
+                .spawn(crate::pod::run_pod(shared, jobs, launch));
+            return;
+        }
         if self.jobs.send(Job::Step(launch)).is_err() {
             self.shared.finish(
                 &key,
@@ -263,11 +346,19 @@ impl HostRuntime {
         }
     }
 
-    /// Sends `signal` to the step's whole process group. Unknown or finished key: no-op.
-    /// Before the process exists, the signal is delivered as soon as it does.
+    /// Sends `signal` to the step's whole process group, and to the groups of its live init
+    /// containers and sidecars (as deleting a pod signals all its containers). Unknown or
+    /// finished key: no-op. Before the main process exists, the signal is delivered as soon
+    /// as it does, and a step with init containers or sidecars starts nothing more.
     pub fn signal(&self, key: &str, signal: Signal) {
-        if let Some(state) = self.shared.lock().map.get_mut(key) {
+        let mut steps = self.shared.lock();
+        if let Some(state) = steps.map.get_mut(key) {
             apply_signal(state, signal);
+        }
+        if let Some(groups) = steps.containers.get(key) {
+            for (_, pgid) in groups {
+                kill_group(*pgid, signal.to_nix());
+            }
         }
     }
 
@@ -345,16 +436,39 @@ fn spawner_loop(shared: Arc<Shared>, queue: mpsc::Receiver<Job>) {
         match job {
             Job::Step(launch) => launch_step(&shared, launch),
             Job::ExecProbe(job) => probe::launch_exec(&shared, job),
+            Job::Container { key, launch, reply } => {
+                let spawned = if shared.shutting_down() {
+                    Err("the runtime is shutting down".to_owned())
+                } else {
+                    crate::pod::spawn_container(&shared, &key, launch)
+                };
+                // The step's task is gone (the runtime was dropped): nobody would watch the
+                // process, so it goes now.
+                if let Err(Ok(run)) = reply.send(spawned) {
+                    crate::pod::abandon(&shared, &key, run);
+                }
+            }
+            Job::PodMain { launch, reply } => {
+                let spawned = if shared.shutting_down() {
+                    Err("the runtime is shutting down".to_owned())
+                } else {
+                    prepare_and_spawn(&shared, launch)
+                };
+                if let Err(Ok(run)) = reply.send(spawned) {
+                    kill_group(run.spawned.pgid, nix::sys::signal::Signal::SIGKILL);
+                    shared.registry.end(run.slot);
+                }
+            }
         }
     }
     tracing::debug!("spawner thread ends; the kernel kills the step leaders it forked");
 }
 
 /// A spawned step, handed to its supervising task.
-struct StepRun {
+pub(crate) struct StepRun {
     key: String,
-    slot: Slot,
-    spawned: Spawned,
+    pub(crate) slot: Slot,
+    pub(crate) spawned: Spawned,
     log: LogWriter,
     output_files: Vec<(String, PathBuf)>,
     output_artifacts: Vec<crate::ArtifactOut>,
@@ -390,12 +504,17 @@ fn launch_step(shared: &Arc<Shared>, launch: StepLaunch) {
         Ok(run) => {
             tracing::debug!(key, pid = run.spawned.pid, "step started");
             shared.mark_running(&key, run.spawned.pgid, run.spawned.pid);
-            shared.handle.spawn(supervise(Arc::clone(shared), run));
+            shared.handle.spawn(supervise(
+                Arc::clone(shared),
+                run,
+                Vec::new(),
+                Duration::ZERO,
+            ));
         }
     }
 }
 
-fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<StepRun, String> {
+pub(crate) fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<StepRun, String> {
     let StepLaunch {
         key,
         argv,
@@ -407,6 +526,10 @@ fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<StepRun, Str
         input_artifacts,
         output_artifacts,
         mounts,
+        // Run by `pod.rs` before this is called.
+        init_containers: _,
+        sidecars: _,
+        sidecar_grace: _,
     } = launch;
     if argv.is_empty() && script.is_none() {
         return Err("the step has no command".to_owned());
@@ -543,8 +666,14 @@ fn write_script(path: &Path, source: &str) -> io::Result<()> {
 }
 
 /// Watches one step: copies its output to the log, captures stdout, and on the leader's
-/// exit kills the rest of the group, reaps, drains the pipes and reports `Exited`.
-async fn supervise(shared: Arc<Shared>, run: StepRun) {
+/// exit kills the rest of the group, reaps, drains the pipes, reads its outputs, stops its
+/// `sidecars` (SIGTERM, SIGKILL after `grace`) and reports `Exited`.
+pub(crate) async fn supervise(
+    shared: Arc<Shared>,
+    run: StepRun,
+    sidecars: Vec<crate::pod::Sidecar>,
+    grace: Duration,
+) {
     let StepRun {
         key,
         slot,
@@ -556,72 +685,11 @@ async fn supervise(shared: Arc<Shared>, run: StepRun) {
         working_dir,
         script_path,
     } = run;
-    let Spawned {
-        mut child,
-        pgid,
-        pidfd,
-        ..
-    } = spawned;
-    let mut stdout = child.stdout.take().and_then(|s| into_receiver(s.into()));
-    let mut stderr = child.stderr.take().and_then(|s| into_receiver(s.into()));
-    let mut out_line = Vec::new();
-    let mut err_line = Vec::new();
     let mut tail = Tail::default();
-    let mut out_buf = vec![0u8; READ_CHUNK];
-    let mut err_buf = vec![0u8; READ_CHUNK];
-
-    let exited = spawn::leader_exited(pgid, pidfd);
-    tokio::pin!(exited);
-    let drain = tokio::time::sleep(DRAIN_AFTER_EXIT);
-    tokio::pin!(drain);
-    let mut status: Option<io::Result<ExitStatus>> = None;
-    let mut holders_killed = false;
-
-    while status.is_none() || stdout.is_some() || stderr.is_some() {
-        tokio::select! {
-            n = read_chunk(stdout.as_mut(), &mut out_buf) => match n {
-                Some(n) => {
-                    let chunk = &out_buf[..n];
-                    tail.push(chunk);
-                    log.lines(&mut out_line, chunk);
-                }
-                None => {
-                    log.finish_line(&mut out_line);
-                    stdout = None;
-                }
-            },
-            n = read_chunk(stderr.as_mut(), &mut err_buf) => match n {
-                Some(n) => log.lines(&mut err_line, &err_buf[..n]),
-                None => {
-                    log.finish_line(&mut err_line);
-                    stderr = None;
-                }
-            },
-            () = &mut exited, if status.is_none() => {
-                // The leader is a zombie, so its pid (the pgid) cannot have been reused:
-                // killing the group now is safe, and its members must not outlive it.
-                kill_group(pgid, nix::sys::signal::Signal::SIGKILL);
-                shared.mark_exiting(&key);
-                status = Some(spawn::reap(&mut child).await);
-                drain.as_mut().reset(Instant::now() + DRAIN_AFTER_EXIT);
-            }
-            () = &mut drain, if status.is_some() => {
-                if holders_killed {
-                    tracing::warn!(key, "the step's output is still open; not waiting for it");
-                    break;
-                }
-                // Someone left the group (setsid) but still holds the output: a descendant
-                // of the step. In a pod it would die with the container; here too.
-                holders_killed = true;
-                let killed = kill_pipe_holders([stdout.as_ref(), stderr.as_ref()]).await;
-                tracing::warn!(key, ?killed, "killed processes that left the step's process \
-                    group but kept its output open");
-                drain.as_mut().reset(Instant::now() + DRAIN_AFTER_EXIT);
-            }
-        }
-    }
-    log.finish_line(&mut out_line);
-    log.finish_line(&mut err_line);
+    let status = watch(&key, spawned, &mut log, Some(&mut tail), || {
+        shared.mark_exiting(&key)
+    })
+    .await;
     shared.registry.end(slot);
     if let Some(path) = &script_path {
         remove_quietly(path);
@@ -651,6 +719,9 @@ async fn supervise(shared: Arc<Shared>, run: StepRun) {
         artifacts,
         message,
     };
+    // After the outputs are saved, as Argo's executor does: a sidecar may be what the
+    // saving needs (a proxy, a mounted store).
+    crate::pod::stop_sidecars(&shared, &key, sidecars, grace).await;
     if mounts.iter().any(|m| m.scratch) {
         let _ = tokio::task::spawn_blocking(move || crate::mounts::remove_scratch(&mounts)).await;
     }
@@ -665,6 +736,90 @@ async fn supervise(shared: Arc<Shared>, run: StepRun) {
             exit,
         },
     );
+}
+
+/// Copies a process's output to `log` (and stdout to `tail`) until its leader has exited
+/// and both pipes are closed. On the leader's exit it kills the rest of the group, calls
+/// `exiting` (which must stop anyone from signalling the group), then reaps the leader.
+/// Returns the leader's exit status.
+pub(crate) async fn watch(
+    key: &str,
+    spawned: Spawned,
+    log: &mut LogWriter,
+    mut tail: Option<&mut Tail>,
+    exiting: impl FnOnce(),
+) -> Option<io::Result<ExitStatus>> {
+    let Spawned {
+        mut child,
+        pgid,
+        pidfd,
+        ..
+    } = spawned;
+    let mut stdout = child.stdout.take().and_then(|s| into_receiver(s.into()));
+    let mut stderr = child.stderr.take().and_then(|s| into_receiver(s.into()));
+    let mut out_line = Vec::new();
+    let mut err_line = Vec::new();
+    let mut out_buf = vec![0u8; READ_CHUNK];
+    let mut err_buf = vec![0u8; READ_CHUNK];
+
+    let exited = spawn::leader_exited(pgid, pidfd);
+    tokio::pin!(exited);
+    let drain = tokio::time::sleep(DRAIN_AFTER_EXIT);
+    tokio::pin!(drain);
+    let mut status: Option<io::Result<ExitStatus>> = None;
+    let mut holders_killed = false;
+    let mut exiting = Some(exiting);
+
+    while status.is_none() || stdout.is_some() || stderr.is_some() {
+        tokio::select! {
+            n = read_chunk(stdout.as_mut(), &mut out_buf) => match n {
+                Some(n) => {
+                    let chunk = &out_buf[..n];
+                    if let Some(tail) = tail.as_deref_mut() {
+                        tail.push(chunk);
+                    }
+                    log.lines(&mut out_line, chunk);
+                }
+                None => {
+                    log.finish_line(&mut out_line);
+                    stdout = None;
+                }
+            },
+            n = read_chunk(stderr.as_mut(), &mut err_buf) => match n {
+                Some(n) => log.lines(&mut err_line, &err_buf[..n]),
+                None => {
+                    log.finish_line(&mut err_line);
+                    stderr = None;
+                }
+            },
+            () = &mut exited, if status.is_none() => {
+                // The leader is a zombie, so its pid (the pgid) cannot have been reused:
+                // killing the group now is safe, and its members must not outlive it.
+                kill_group(pgid, nix::sys::signal::Signal::SIGKILL);
+                if let Some(exiting) = exiting.take() {
+                    exiting();
+                }
+                status = Some(spawn::reap(&mut child).await);
+                drain.as_mut().reset(Instant::now() + DRAIN_AFTER_EXIT);
+            }
+            () = &mut drain, if status.is_some() => {
+                if holders_killed {
+                    tracing::warn!(key, "the step's output is still open; not waiting for it");
+                    break;
+                }
+                // Someone left the group (setsid) but still holds the output: a descendant
+                // of the step. In a pod it would die with the container; here too.
+                holders_killed = true;
+                let killed = kill_pipe_holders([stdout.as_ref(), stderr.as_ref()]).await;
+                tracing::warn!(key, ?killed, "killed processes that left the step's process \
+                    group but kept its output open");
+                drain.as_mut().reset(Instant::now() + DRAIN_AFTER_EXIT);
+            }
+        }
+    }
+    log.finish_line(&mut out_line);
+    log.finish_line(&mut err_line);
+    status
 }
 
 /// SIGKILLs every process outside roadie that holds one of these pipes open; returns the
@@ -780,7 +935,7 @@ fn read_outputs(
 /// step would otherwise cost roadie (about 0.8 ms CPU on an ext4 without journal, which
 /// scans for recently deleted inodes), and a silent step — often a daemon — needs none.
 /// This also keeps silent steps from holding a descriptor.
-struct LogWriter {
+pub(crate) struct LogWriter {
     file: Option<File>,
     path: PathBuf,
     /// Set after the first failure: warn once, and stop trying to create the file.
@@ -788,7 +943,7 @@ struct LogWriter {
 }
 
 impl LogWriter {
-    fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         LogWriter {
             file: None,
             path,
@@ -796,7 +951,7 @@ impl LogWriter {
         }
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
         if self.failed || bytes.is_empty() {
             return;
         }
@@ -855,7 +1010,7 @@ impl LogWriter {
 
 /// The last [`STDOUT_CAP`] bytes of stdout, trimmed lazily to keep pushes cheap.
 #[derive(Default)]
-struct Tail {
+pub(crate) struct Tail {
     buf: Vec<u8>,
 }
 

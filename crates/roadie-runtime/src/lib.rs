@@ -20,6 +20,7 @@
 //! This crate does not know about the engine's node tree, the store, or containers.
 //!
 //! Modules: `host` (the [`HostRuntime`], one supervising task per step, log capture),
+//! `pod` (init containers and sidecars: the other processes of a step's "pod"),
 //! `spawn` (fork/exec rules, the spawner thread, exit notification), `registry` (the
 //! on-disk record of live groups, [`reap_leftovers`]), `probe` (single probe attempts),
 //! `procfs` (the little that is read from `/proc`), `netns` (the sandboxed network: a
@@ -31,6 +32,7 @@ mod artifacts;
 mod host;
 mod mounts;
 mod netns;
+mod pod;
 mod probe;
 mod procfs;
 mod registry;
@@ -38,7 +40,8 @@ mod spawn;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use artifacts::{ArtifactArchive, ArtifactData, ArtifactIn, ArtifactOut, ArtifactSaved};
 pub use host::HostRuntime;
@@ -75,6 +78,62 @@ pub struct StepLaunch {
     pub output_artifacts: Vec<ArtifactOut>,
     /// Directories mounted in the step's own mount namespace (see [`Mount`]).
     pub mounts: Vec<Mount>,
+    /// Argo's `initContainers`: run one after another before the main process; each must
+    /// exit 0. A failure ends the launch in `StartFailed` naming the container and its exit,
+    /// and the main process never runs (Argo counts init-container failures as errors).
+    pub init_containers: Vec<ContainerLaunch>,
+    /// Argo's `sidecars`: started in order, after the init containers and before the main
+    /// process, without waiting for readiness (as the kubelet starts a pod's containers).
+    /// When the main process has exited and its outputs are saved, the sidecars still alive
+    /// get SIGTERM, then SIGKILL after `sidecar_grace`; `Exited` (the main process's) is
+    /// reported once they are gone. A sidecar's own exit status never changes the step's.
+    pub sidecars: Vec<ContainerLaunch>,
+    /// The pod's `terminationGracePeriodSeconds`: how long sidecars get between SIGTERM and
+    /// SIGKILL once the main process has exited.
+    pub sidecar_grace: Duration,
+}
+
+/// One more process of a step's "pod": an init container or a sidecar. It is started the
+/// way the main process is (own process group, `PR_SET_PDEATHSIG`, recorded in the registry
+/// before it runs, its own mount namespace), so no sidecar can outlive roadie either.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerLaunch {
+    /// The container's name (Argo's `name`), used in messages.
+    pub name: String,
+    /// Program and arguments, already substituted.
+    pub argv: Vec<String>,
+    /// Added to roadie's own environment (a `PATH` here is also used to find the program).
+    pub env: Vec<(String, String)>,
+    /// The container's current directory; roadie's own when `None`.
+    pub working_dir: Option<PathBuf>,
+    /// Where its stdout and stderr go (see [`container_log_path`]); created at the first
+    /// output, as the main process's log is.
+    pub log_path: PathBuf,
+    /// Directories mounted in the container's own mount namespace (see [`Mount`]).
+    pub mounts: Vec<Mount>,
+}
+
+/// The log file of container `container` of the step whose main log is `main_log`:
+/// `<dir>/<node>.log` becomes `<dir>/<node>.<container>.log`. The driver writes there and
+/// `roadie logs --container` reads there, so the store needs no record per container.
+pub fn container_log_path(main_log: &Path, container: &str) -> PathBuf {
+    let safe: String = container
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let stem = match main_log.extension() {
+        Some(ext) if ext == "log" => main_log.with_extension(""),
+        _ => main_log.to_path_buf(),
+    };
+    let mut name = stem.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{safe}.log"));
+    stem.with_file_name(name)
 }
 
 /// A signal roadie sends to a step's whole process group.
@@ -109,7 +168,8 @@ pub enum RuntimeEvent {
         /// sandboxed network ([`Network::Sandbox`]), `127.0.0.1` on the host network.
         ip: IpAddr,
     },
-    /// The process could not be started.
+    /// The process could not be started: its program is missing, an init container
+    /// failed, a sidecar could not start, or it was stopped before its main process ran.
     StartFailed {
         /// The launch's key.
         key: String,

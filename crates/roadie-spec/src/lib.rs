@@ -62,22 +62,24 @@ pub fn parse_workflow(src: &str, file: &str) -> Result<Workflow, ParseError> {
 /// Fields present in the workflow that roadie accepts but does not act on
 /// (most only matter to Kubernetes), as dotted paths, for a one-time notice.
 pub fn ignored_fields(wf: &Workflow) -> Vec<String> {
+    /// Template fields kept in `extra` that roadie does run.
+    const RUN: &[&str] = &["sidecars", "initContainers"];
     let mut out = Vec::new();
-    let mut note = |prefix: &str, extra: &Extra| {
-        for key in extra.keys() {
+    let mut note = |prefix: &str, extra: &Extra, skip: &[&str]| {
+        for key in extra.keys().filter(|k| !skip.contains(&k.as_str())) {
             out.push(format!("{prefix}{key}"));
         }
     };
-    note("metadata.", &wf.metadata.extra);
-    note("spec.", &wf.spec.extra);
+    note("metadata.", &wf.metadata.extra, &[]);
+    note("spec.", &wf.spec.extra, &[]);
     for t in &wf.spec.templates {
         let p = format!("spec.templates[{}].", t.name);
-        note(&p, &t.extra);
+        note(&p, &t.extra, RUN);
         if let Some(c) = &t.container {
-            note(&format!("{p}container."), &c.extra);
+            note(&format!("{p}container."), &c.extra, &[]);
         }
         if let Some(s) = &t.script {
-            note(&format!("{p}script."), &s.container.extra);
+            note(&format!("{p}script."), &s.container.extra, &[]);
         }
     }
     out.sort();

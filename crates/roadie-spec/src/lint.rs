@@ -942,6 +942,7 @@ impl<'a> Linter<'a> {
         if let Some(set) = t.extra.get("containerSet") {
             self.check_container_set(set, &format!("{path}.containerSet"), &label);
         }
+        self.check_pod_containers(t, path, &label);
         if let Some(steps) = &t.steps {
             self.check_steps(t, steps, path);
         } else if let Some(dag) = &t.dag {
@@ -960,6 +961,47 @@ impl<'a> Linter<'a> {
                 path,
                 &scope,
             );
+        }
+    }
+
+    /// `initContainers` and `sidecars` have names, unique within the pod (Kubernetes
+    /// requires it, and `roadie logs --container` picks a container by it), and none is
+    /// `main`, the name of the template's own container.
+    fn check_pod_containers(&mut self, t: &Template, path: &str, template: &str) {
+        let mut seen: Vec<&str> = Vec::new();
+        for field in ["initContainers", "sidecars"] {
+            let Some(list) = t.extra.get(field).and_then(Value::as_array) else {
+                continue;
+            };
+            for (i, c) in list.iter().enumerate() {
+                let cpath = format!("{path}.{field}[{i}]");
+                let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+                if name.is_empty() {
+                    let pos = self.at(&cpath);
+                    self.err(
+                        pos,
+                        format!("a container in {field} of template '{template}' has no name"),
+                    );
+                } else if name == "main" {
+                    let pos = self.at(&format!("{cpath}.name"));
+                    self.err(
+                        pos,
+                        format!(
+                            "{field} of template '{template}' has a container named 'main', the name of the template's own container: choose another name"
+                        ),
+                    );
+                } else if seen.contains(&name) {
+                    let pos = self.at(&format!("{cpath}.name"));
+                    self.err(
+                        pos,
+                        format!(
+                            "duplicate container name '{name}' in template '{template}' (its initContainers and sidecars share one pod)"
+                        ),
+                    );
+                } else {
+                    seen.push(name);
+                }
+            }
         }
     }
 

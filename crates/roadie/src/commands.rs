@@ -218,7 +218,15 @@ pub fn delete(profile: Option<&str>, names: &[String], completed: bool) -> Resul
     Ok(if missing > 0 { 1 } else { 0 })
 }
 
-pub fn logs(profile: Option<&str>, name: &str, node: Option<&str>, follow: bool) -> Result<u8> {
+/// Prints step logs. `container` is `main` or the name of an init container or sidecar,
+/// whose log sits next to the step's (`roadie_runtime::container_log_path`).
+pub fn logs(
+    profile: Option<&str>,
+    name: &str,
+    node: Option<&str>,
+    container: &str,
+    follow: bool,
+) -> Result<u8> {
     let (_, store) = open(profile)?;
     let w = find(&store, name)?;
     let selected = |w: &StoredWorkflow| -> Result<Vec<(String, PathBuf)>> {
@@ -240,11 +248,26 @@ pub fn logs(profile: Option<&str>, name: &str, node: Option<&str>, follow: bool)
                     .get(&l.node_id)
                     .map(|f| f.display_name.clone())
                     .unwrap_or(l.display_name);
-                (label, l.path)
+                if container == "main" {
+                    (label, l.path)
+                } else {
+                    (
+                        format!("{label}/{container}"),
+                        roadie_runtime::container_log_path(&l.path, container),
+                    )
+                }
             })
             .collect())
     };
     let files = selected(&w)?;
+    if container != "main" && !follow && !files.iter().any(|(_, p)| p.exists()) {
+        eprintln!(
+            "no logs of container '{container}' in workflow '{}'{}",
+            w.name,
+            node.map(|n| format!(" node '{n}'")).unwrap_or_default()
+        );
+        return Ok(1);
+    }
     if files.is_empty() && !follow {
         match node {
             Some(n) => eprintln!("no logs for node '{n}' in workflow '{}'", w.name),

@@ -112,7 +112,7 @@ enum Command {
     },
     /// Print the logs of a workflow's steps.
     #[command(
-        after_help = "Examples:\n  roadie logs daemon-step-x7k2p\n  roadie logs daemon-step-x7k2p --node consumer\n  roadie logs @latest --follow"
+        after_help = "Examples:\n  roadie logs daemon-step-x7k2p\n  roadie logs daemon-step-x7k2p --node consumer\n  roadie logs sidecar-x7k2p --container nginx\n  roadie logs @latest --follow"
     )]
     Logs {
         /// Workflow name or uid (`@latest` for the newest).
@@ -120,6 +120,10 @@ enum Command {
         /// Only this node (display name, node name or node ID).
         #[arg(long)]
         node: Option<String>,
+        /// Which container of each step: `main` (the template's own), or the name of one
+        /// of its `initContainers` or `sidecars`, as `argo logs POD -c NAME`.
+        #[arg(short, long, default_value = "main")]
+        container: String,
         /// Keep printing new lines until the workflow ends.
         #[arg(short, long)]
         follow: bool,
@@ -292,9 +296,18 @@ fn main() -> ExitCode {
             output,
         } => commands::list(profile.as_deref(), running, completed, limit, output),
         Command::Get { name, output } => commands::get(profile.as_deref(), &name, output),
-        Command::Logs { name, node, follow } => {
-            commands::logs(profile.as_deref(), &name, node.as_deref(), follow)
-        }
+        Command::Logs {
+            name,
+            node,
+            container,
+            follow,
+        } => commands::logs(
+            profile.as_deref(),
+            &name,
+            node.as_deref(),
+            &container,
+            follow,
+        ),
         Command::Delete { names, completed } => {
             commands::delete(profile.as_deref(), &names, completed)
         }

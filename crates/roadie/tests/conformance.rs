@@ -56,7 +56,7 @@ use serde_json::Value;
 /// The number of examples that passed when this floor was last raised; fewer
 /// is a regression even if every failure is listed as known. Raise it as
 /// examples start passing.
-const PASS_FLOOR: usize = 120;
+const PASS_FLOOR: usize = 122;
 
 /// Examples run at once (`ROADIE_CONFORMANCE_JOBS` overrides it). Most of an
 /// example's time is spent in `sleep`; four keep the two cores CI has from
