@@ -256,6 +256,63 @@ async fn a_step_that_fails_to_start_leaves_no_pod_network() {
     }
 }
 
+/// A pod's init containers and sidecars share its network, as in Kubernetes: the sidecar
+/// listens on the pod's loopback, where the main process finds it; the init container saw
+/// the pod's own address on eth0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_and_sidecars_share_the_pod_network() {
+    require_sandbox!();
+    let mut h = sandbox();
+    let eth0_address = "import socket, fcntl, struct\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         print(socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, struct.pack('256s', b'eth0'))[20:24]))\n";
+    let init_out = h.path("init-saw");
+    let server = "import socket\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', 7777)); s.listen(8)\n\
+         while True:\n    c, _ = s.accept(); c.sendall(b'sidecar'); c.close()\n";
+    let main = "import socket, time\n\
+         for _ in range(300):\n\
+         \x20   try:\n\
+         \x20       print(socket.create_connection(('127.0.0.1', 7777)).recv(16).decode()); break\n\
+         \x20   except OSError:\n\
+         \x20       time.sleep(0.1)\n";
+    let mut launch = h.launch("pod", &["python3", "-c", main]);
+    launch.init_containers = vec![roadie_runtime::ContainerLaunch {
+        name: "init".into(),
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            format!("python3 -c \"$0\" > {}", init_out.display()),
+            eth0_address.into(),
+        ],
+        log_path: h.path("logs/pod.init.log"),
+        ..Default::default()
+    }];
+    launch.sidecars = vec![roadie_runtime::ContainerLaunch {
+        name: "server".into(),
+        argv: vec!["python3".into(), "-c".into(), server.into()],
+        log_path: h.path("logs/pod.server.log"),
+        ..Default::default()
+    }];
+    launch.sidecar_grace = Duration::from_secs(5);
+    h.rt.start(launch);
+    let ip = started_ip(&mut h, "pod").await;
+    let exit = h.exited("pod").await;
+    assert!(exit.success(), "{} / {}", exit.message, h.log("pod"));
+    assert_eq!(
+        exit.stdout, "sidecar",
+        "main did not reach its sidecar on the pod's loopback"
+    );
+    let init_saw = std::fs::read_to_string(&init_out).unwrap();
+    assert_eq!(
+        init_saw.trim(),
+        ip.to_string(),
+        "the init container ran in another network"
+    );
+    assert_pod_network_gone(ip).await;
+}
+
 #[test]
 fn subnets_parse_with_clear_errors() {
     let s = Subnet::parse("10.213.7.9/16").unwrap();
