@@ -14,6 +14,8 @@
 set -euo pipefail
 
 PACKAGES=(influxdb redis-server curl procps postgresql python3 python-is-python3)
+# ROADIE_NETWORK=sandbox (network namespaces, veth pairs, the roadie0 bridge).
+PACKAGES+=(iproute2)
 # The Argo examples' images, as host programs (tests/conformance/).
 PACKAGES+=(nodejs cowsay nginx jq busybox ncat)
 # service name (as /etc/init.d/NAME) -> system user it runs as

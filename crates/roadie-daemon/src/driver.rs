@@ -45,10 +45,18 @@ pub struct Processed {
 pub enum DriverError {
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// Not a `#[source]`: the message already holds it, and error chains printed with
+    /// `{:#}` would repeat it.
     #[error("host runtime: {0}")]
-    Runtime(#[from] roadie_runtime::RuntimeError),
+    Runtime(roadie_runtime::RuntimeError),
     #[error("the host runtime's event channel closed")]
     RuntimeGone,
+}
+
+impl From<roadie_runtime::RuntimeError> for DriverError {
+    fn from(e: roadie_runtime::RuntimeError) -> Self {
+        DriverError::Runtime(e)
+    }
 }
 
 struct Waiting {
@@ -650,9 +658,9 @@ impl Driver {
 
 fn to_engine_event(ev: RuntimeEvent) -> Event {
     match ev {
-        RuntimeEvent::Started { key, .. } => Event::StepStarted {
+        RuntimeEvent::Started { key, ip, .. } => Event::StepStarted {
             node: key,
-            ip: "127.0.0.1".into(),
+            ip: ip.to_string(),
         },
         RuntimeEvent::StartFailed { key, message } => Event::StepStartFailed { node: key, message },
         RuntimeEvent::Exited { key, exit } => Event::StepExited {

@@ -3,6 +3,9 @@
 //! write a log file each). Figures only; nothing is asserted.
 //!
 //! `cargo run --release -p roadie-runtime --example overhead -- [N]`
+//!
+//! With `ROADIE_NETWORK=sandbox` (root) each step also gets its own network namespace:
+//! the difference is the sandbox's cost per step.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -94,6 +94,8 @@ pub(crate) struct Shared {
     /// Whether to wait on pidfds; off only to test the `waitid` fallback of old kernels
     /// (environment variable `ROADIE_RUNTIME_DISABLE_PIDFD=1`).
     pub(crate) use_pidfd: bool,
+    /// The sandboxed network (one namespace and address per pod); `None` on the host's.
+    pub(crate) network: Option<Arc<crate::netns::Sandbox>>,
 }
 
 #[derive(Default)]
@@ -122,6 +124,11 @@ impl Shared {
 
     /// Forgets a step and reports its last event, atomically with `live_steps`.
     pub(crate) fn finish(&self, key: &str, event: RuntimeEvent) {
+        // Whatever path ends the step, its pod network goes before its last event (a step
+        // that exited released it already, off the async threads: then this is a no-op).
+        if let Some(network) = &self.network {
+            network.release(key);
+        }
         let mut steps = self.lock();
         steps.map.remove(key);
         // The receiver may be gone when the driver stopped listening; nothing to do then.
@@ -149,9 +156,11 @@ impl Shared {
                 kill_group(pgid, signal.to_nix());
             }
         }
+        let ip = crate::netns::published_ip(self.network.as_deref(), key);
         let _ = self.events.send(RuntimeEvent::Started {
             key: key.to_owned(),
             pid,
+            ip,
         });
     }
 
@@ -241,12 +250,32 @@ impl HostRuntime {
     ///
     /// Also raises this process's soft limit on open files to the hard limit (steps get
     /// the original back): each live step holds a few descriptors.
+    ///
+    /// The network comes from the environment ([`crate::Network::from_env`]: variable
+    /// `ROADIE_NETWORK`); see [`HostRuntime::with_network`].
     pub fn new(
         state_dir: &Path,
         events: UnboundedSender<RuntimeEvent>,
     ) -> Result<Self, RuntimeError> {
+        Self::with_network(state_dir, events, crate::Network::from_env()?)
+    }
+
+    /// [`HostRuntime::new`] with the network chosen by the caller. With
+    /// [`crate::Network::Sandbox`] every pod gets its own network namespace and address;
+    /// this fails (naming what is missing) without root or iproute2's `ip`.
+    pub fn with_network(
+        state_dir: &Path,
+        events: UnboundedSender<RuntimeEvent>,
+        network: crate::Network,
+    ) -> Result<Self, RuntimeError> {
         let handle = Handle::try_current().map_err(|_| RuntimeError::NoTokioRuntime)?;
         let registry = Registry::open(state_dir)?;
+        let network = match network {
+            crate::Network::Host => None,
+            crate::Network::Sandbox(subnet) => {
+                Some(Arc::new(crate::netns::Sandbox::start(subnet)?))
+            }
+        };
         spawn::raise_fd_limit();
         let (live, _) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -256,6 +285,7 @@ impl HostRuntime {
             steps: Mutex::new(Steps::default()),
             live,
             use_pidfd: std::env::var_os("ROADIE_RUNTIME_DISABLE_PIDFD").is_none_or(|v| v != "1"),
+            network,
         });
         let (jobs, queue) = mpsc::channel();
         let thread_shared = Arc::clone(&shared);
@@ -335,7 +365,8 @@ impl HostRuntime {
     /// Runs ONE attempt of `probe` against `host` (the step's address; an `httpGet` or
     /// `tcpSocket` `host` field overrides it), honouring `timeoutSeconds` (default 1 s),
     /// and reports a `ProbeResult` for `key`. Scheduling attempts is the engine's job.
-    /// `exec` probes run on the host, not inside the step.
+    /// `exec` probes run inside the step's namespaces (mount and, in the sandboxed network,
+    /// network), as Kubernetes runs them inside the container.
     pub fn probe(&self, key: &str, probe: &roadie_spec::Probe, host: IpAddr) {
         let timeout = probe::timeout_of(probe);
         let key = key.to_owned();
@@ -563,6 +594,8 @@ pub(crate) fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<S
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The pod's own network namespace (sandboxed network), created for its first process.
+    let _pod_network = crate::netns::join(shared.network.as_deref(), &key, &mut cmd, true)?;
     if let Some(prepared) = prepared_mounts {
         // SAFETY: `enter` only makes async-signal-safe calls on memory prepared before the
         // fork.
@@ -691,6 +724,9 @@ pub(crate) async fn supervise(
     crate::pod::stop_sidecars(&shared, &key, sidecars, grace).await;
     if mounts.iter().any(|m| m.scratch) {
         let _ = tokio::task::spawn_blocking(move || crate::mounts::remove_scratch(&mounts)).await;
+    }
+    if let Some(network) = &shared.network {
+        network.release_async(&key).await;
     }
     tracing::debug!(key, message = exit.message, "step exited");
     shared.finish(

@@ -23,13 +23,15 @@
 //! `pod` (init containers and sidecars: the other processes of a step's "pod"),
 //! `spawn` (fork/exec rules, the spawner thread, exit notification), `registry` (the
 //! on-disk record of live groups, [`reap_leftovers`]), `probe` (single probe attempts),
-//! `procfs` (the little that is read from `/proc`).
+//! `procfs` (the little that is read from `/proc`), `netns` (the sandboxed network: a
+//! network namespace and address per pod, see [`Network`]).
 
 #![warn(missing_docs)]
 
 mod artifacts;
 mod host;
 mod mounts;
+mod netns;
 mod pod;
 mod probe;
 mod procfs;
@@ -37,12 +39,14 @@ mod registry;
 mod spawn;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use artifacts::{ArtifactArchive, ArtifactData, ArtifactIn, ArtifactOut, ArtifactSaved};
 pub use host::HostRuntime;
 pub use mounts::Mount;
+pub use netns::{BRIDGE, DEFAULT_SUBNET, NETWORK_VAR, Network, SUBNET_VAR, Subnet};
 pub use registry::reap_leftovers;
 
 /// Everything needed to start one attempt of a step as a host process.
@@ -160,6 +164,9 @@ pub enum RuntimeEvent {
         key: String,
         /// The leader's pid, which is also the group id.
         pid: u32,
+        /// The pod's address, which other steps and probes reach it at: its own in the
+        /// sandboxed network ([`Network::Sandbox`]), `127.0.0.1` on the host network.
+        ip: IpAddr,
     },
     /// The process could not be started: its program is missing, an init container
     /// failed, a sidecar could not start, or it was stopped before its main process ran.
@@ -229,6 +236,10 @@ pub enum RuntimeError {
     /// [`HostRuntime::new`] was called outside a tokio runtime.
     #[error("the host runtime must be created inside a tokio runtime")]
     NoTokioRuntime,
+    /// The sandboxed network ([`Network::Sandbox`]) cannot be used: the message names
+    /// what failed and the variable to unset.
+    #[error("{0}")]
+    Network(String),
     /// The OS refused a thread.
     #[error("cannot start the process-spawner thread: {0}")]
     SpawnerThread(#[source] std::io::Error),

@@ -163,6 +163,10 @@ pub(crate) unsafe fn enter(p: &Prepared) -> io::Result<()> {
         {
             return Err(io::Error::last_os_error());
         }
+        // The copies of the pods' network namespace names (`ip netns` bind mounts) would
+        // keep those namespaces, and their addresses, alive as long as this step: drop
+        // them. Not a mount point when no sandbox ever ran: nothing to do then.
+        libc::umount2(c"/run/netns".as_ptr(), libc::MNT_DETACH);
         for (src, dst, read_only) in &p.mounts {
             if libc::mount(
                 src.as_ptr(),

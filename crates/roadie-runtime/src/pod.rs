@@ -217,6 +217,9 @@ pub(crate) fn spawn_container(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The pod's network namespace (sandboxed network), shared by all its containers as in a
+    // pod: the first container to start creates it.
+    let _pod_network = crate::netns::join(shared.network.as_deref(), key, &mut cmd, true)?;
     if let Some(prepared) = prepared_mounts {
         // SAFETY: `enter` only makes async-signal-safe calls on memory prepared before the
         // fork.

@@ -3,8 +3,9 @@
 //! - `httpGet`: an HTTP/1.1 `GET` (hyper does the protocol); status 200..400 is success.
 //!   Only `scheme: HTTP` and numeric ports: a host process has no named container ports.
 //! - `tcpSocket`: success when a TCP connection opens.
-//! - `exec`: the command runs **on the host** (not inside the step), in its own process group
-//!   with the same no-orphan rules as a step; exit code 0 is success.
+//! - `exec`: the command runs in the step's mount namespace (when it has one) and its pod's
+//!   network namespace (in the sandboxed network), in its own process group with the same
+//!   no-orphan rules as a step; exit code 0 is success.
 //!
 //! Every attempt is bounded by `timeoutSeconds` (default and minimum 1 s). Timing between
 //! attempts (initial delay, period, thresholds) belongs to the engine.
@@ -251,6 +252,8 @@ fn spawn_exec(
             });
         }
     }
+    // And in its pod's network namespace, so `localhost` is the step's own.
+    let _pod_network = crate::netns::join(shared.network.as_deref(), key, &mut cmd, false)?;
     let mut slot = shared
         .registry
         .begin()

@@ -276,6 +276,9 @@ fn parse_record(text: &str) -> Option<RecordedGroup> {
 ///
 /// Registries of owners that are still alive (including the calling process) are left
 /// alone; registries from an earlier boot are deleted without killing anything.
+///
+/// Also reclaims the sandboxed network's pod namespaces and address leases whose owner
+/// died (see [`crate::Network::Sandbox`]), whatever network this process uses.
 pub fn reap_leftovers(state_dir: &Path) -> Result<Vec<u32>, RuntimeError> {
     let running = state_dir.join(RUNNING_DIR);
     let entries = match fs::read_dir(&running) {
@@ -328,6 +331,8 @@ pub fn reap_leftovers(state_dir: &Path) -> Result<Vec<u32>, RuntimeError> {
     } else {
         kill_recorded_groups(&groups)?
     };
+    // Then the pod networks of dead roadie processes (with whatever still runs in them).
+    crate::netns::reap_leftovers();
 
     for dir in dead_dirs {
         // Another roadie starting at the same time may be removing it too.

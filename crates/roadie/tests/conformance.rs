@@ -31,6 +31,12 @@
 //! [`PASS_FLOOR`] examples pass. A listed example that passes is reported so
 //! its line can be removed.
 //!
+//! With namespaces (root), roadie also runs with `ROADIE_NETWORK=sandbox` (each pod its
+//! own network namespace and address, inside the example's own network namespace), as
+//! Argo runs each step in a pod: examples whose daemons share a port need it. They are
+//! listed in `tests/conformance/sandbox.tsv` and count as known failures when the sandbox
+//! is not available (or `ROADIE_CONFORMANCE_NETWORK=host` turns it off).
+//!
 //! The examples need host programs in place of their images: run
 //! `scripts/setup.sh` first (python, node, cowsay, nginx, influxd, jq, curl,
 //! busybox, ncat, and `argosay` from `scripts/argosay`).
@@ -240,6 +246,8 @@ struct Suite {
     scratch: PathBuf,
     shims: PathBuf,
     isolation: Isolation,
+    /// Whether isolated roadie runs use `ROADIE_NETWORK=sandbox`.
+    sandbox: bool,
     features: Features,
     /// file -> [(node display name, parameter, value)] for `roadie set`.
     suspend_outputs: HashMap<String, Vec<(String, String, String)>>,
@@ -256,7 +264,12 @@ struct Run<'a> {
 impl Run<'_> {
     fn command(&self, args: &[&str], isolated: bool) -> Command {
         let mut cmd = if isolated {
-            self.suite.isolation.command(args)
+            let mut c = self.suite.isolation.command(args);
+            if self.suite.sandbox {
+                // Inside the example's own network namespace: its bridge is its own.
+                c.env("ROADIE_NETWORK", "sandbox");
+            }
+            c
         } else {
             let mut c = Command::new(ROADIE);
             c.args(args);
@@ -656,12 +669,26 @@ fn argo_examples_conform() {
         std::cmp::Reverse(last_times.get(&e.file).copied().unwrap_or(guess).max(floor))
     });
 
-    let known: HashMap<String, String> =
+    let mut known: HashMap<String, String> =
         read_tsv(&conformance_dir().join("known-failures.tsv"), true)
             .into_iter()
             .filter(|r| !r.is_empty())
             .map(|r| (r[0].clone(), r.get(1).cloned().unwrap_or_default()))
             .collect();
+    let isolation = Isolation::probe();
+    let sandbox = isolation == Isolation::Namespaces
+        && std::env::var("ROADIE_CONFORMANCE_NETWORK").as_deref() != Ok("host");
+    if !sandbox {
+        // Examples that need each pod's own network: expected to fail without it.
+        for r in read_tsv(&conformance_dir().join("sandbox.tsv"), true) {
+            if let Some(file) = r.first() {
+                let why = r.get(1).cloned().unwrap_or_default();
+                known
+                    .entry(file.clone())
+                    .or_insert(format!("needs ROADIE_NETWORK=sandbox (root): {why}"));
+            }
+        }
+    }
     let mut suspend_outputs: HashMap<String, Vec<(String, String, String)>> = HashMap::new();
     for r in read_tsv(&conformance_dir().join("suspend-outputs.tsv"), true) {
         if let [file, node, param, value] = r.as_slice() {
@@ -680,7 +707,8 @@ fn argo_examples_conform() {
         examples_dir,
         scratch,
         shims: conformance_dir().join("bin"),
-        isolation: Isolation::probe(),
+        isolation,
+        sandbox,
         features: Features::probe(),
         suspend_outputs,
     });
@@ -690,9 +718,10 @@ fn argo_examples_conform() {
         .filter(|&j| j > 0)
         .unwrap_or(CONCURRENCY);
     eprintln!(
-        "conformance: {} examples, {jobs} at a time; isolation {:?}; roadie has {:?}",
+        "conformance: {} examples, {jobs} at a time; isolation {:?}; network {}; roadie has {:?}",
         examples.len(),
         suite.isolation,
+        if suite.sandbox { "sandbox" } else { "host" },
         suite.features
     );
     if suite.isolation == Isolation::None {

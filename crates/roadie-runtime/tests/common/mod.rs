@@ -25,6 +25,14 @@ impl Harness {
         Harness { rt, events, dir }
     }
 
+    /// A harness whose runtime uses `network`.
+    pub fn with_network(network: roadie_runtime::Network) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, events) = unbounded_channel();
+        let rt = HostRuntime::with_network(&dir.path().join("state"), tx, network).unwrap();
+        Harness { rt, events, dir }
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -53,7 +61,7 @@ impl Harness {
     /// Waits for `Started` of `key`; returns the pid.
     pub async fn started(&mut self, key: &str) -> u32 {
         match self.next().await {
-            RuntimeEvent::Started { key: k, pid } if k == key => pid,
+            RuntimeEvent::Started { key: k, pid, .. } if k == key => pid,
             other => panic!("expected Started for {key}, got {other:?}"),
         }
     }
