@@ -111,6 +111,9 @@ impl WorkflowRun {
         node_name: &str,
         step_node: &str,
     ) -> Hooks {
+        if step.on_exit.is_none() && !step.extra.contains_key("hooks") {
+            return Hooks::Done;
+        }
         let Some(node) = self.status.nodes.get(step_node) else {
             return Hooks::Done;
         };

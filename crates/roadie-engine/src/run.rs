@@ -307,6 +307,14 @@ struct PassedGroup {
     aggregates: Vec<(String, BTreeMap<String, String>)>,
 }
 
+/// A settled DAG task: whether it fails its DAG (failFast), and its loop
+/// aggregate.
+#[derive(Debug, Clone)]
+struct SettledTask {
+    bad: bool,
+    aggregate: Option<BTreeMap<String, String>>,
+}
+
 /// One workflow run: the state machine.
 pub struct WorkflowRun {
     wf: Workflow,
@@ -353,6 +361,11 @@ pub struct WorkflowRun {
     /// Step groups that passed with nothing left running below them, and
     /// what they published (see `remember_passed_group`).
     passed_groups: HashMap<String, PassedGroup>,
+    /// DAG tasks (by node ID) that completed with nothing left running below
+    /// them and their hooks done: `drive_dag` publishes them without a walk.
+    settled_tasks: HashMap<String, SettledTask>,
+    /// Per DAG node, each task's node name and ID.
+    dag_task_ids: HashMap<String, Arc<Vec<(String, String)>>>,
 }
 
 impl WorkflowRun {
@@ -485,6 +498,8 @@ impl WorkflowRun {
             memo: HashMap::new(),
             data_lists: HashSet::new(),
             passed_groups: HashMap::new(),
+            settled_tasks: HashMap::new(),
+            dag_task_ids: HashMap::new(),
         };
         run.workflow_params = params;
         run.uses_locks = run.workflow_uses_locks();
@@ -2221,6 +2236,24 @@ impl WorkflowRun {
         let mut aggregates: HashMap<String, BTreeMap<String, String>> = HashMap::new();
         let mut task_nodes: HashMap<String, String> = HashMap::new();
         let limit = call.template.parallelism;
+        // Each task's node name and ID, made once per DAG node, not per walk.
+        let task_ids: Arc<Vec<(String, String)>> = match self.dag_task_ids.get(&id) {
+            Some(ids) => ids.clone(),
+            None => {
+                let ids: Arc<Vec<(String, String)>> = Arc::new(
+                    dag.tasks
+                        .iter()
+                        .map(|t| {
+                            let name = format!("{}.{}", call.name, t.name);
+                            let tid = node_id(&self.name, &name);
+                            (name, tid)
+                        })
+                        .collect(),
+                );
+                self.dag_task_ids.insert(id.clone(), ids.clone());
+                ids
+            }
+        };
         // Tasks whose hooks still run (they are not done yet), and the first
         // hook that ended Error (it fails the DAG).
         let mut hooks_waiting: HashSet<String> = HashSet::new();
@@ -2229,15 +2262,31 @@ impl WorkflowRun {
         loop {
             let mut progressed = false;
             let mut failed_seen = false;
-            for task in &dag.tasks {
+            for (ti, task) in dag.tasks.iter().enumerate() {
                 if !is_needed(&task.name) {
                     continue;
                 }
-                let task_name = format!("{}.{}", call.name, task.name);
-                let tid = node_id(&self.name, &task_name);
+                let (task_name, tid) = task_ids[ti].clone();
                 task_nodes.insert(task.name.clone(), tid.clone());
+                // A task that completed with nothing left running below it and
+                // its hooks done cannot change: publish it without walking it.
+                if let Some(done) = self.settled_tasks.get(&tid) {
+                    if done.bad {
+                        failed_seen = true;
+                    }
+                    if !names.contains_key(&task.name) {
+                        if let Some(a) = &done.aggregate {
+                            aggregates.insert(task.name.clone(), a.clone());
+                        }
+                        names.insert(task.name.clone(), tid.clone());
+                        progressed = true;
+                    }
+                    continue;
+                }
                 if let Some(n) = self.status.nodes.get(&tid) {
-                    if !n.phase.is_completed() {
+                    // A running pod process moves on events, not walks: nothing
+                    // to drive (a containerSet's pod still starts its containers).
+                    if !n.phase.is_completed() && !self.pods.contains_key(&tid) {
                         let is_group = n.node_type == NodeType::TaskGroup;
                         let known = self.calls.get(&tid).cloned();
                         let known = match known {
@@ -2293,6 +2342,8 @@ impl WorkflowRun {
                     if bad && !dependents_handle(&dag.tasks, &task.name) {
                         failed_seen = true;
                     }
+                    let settles = n.phase.is_completed() && !hooks_waiting.contains(&task.name);
+                    let is_bad = bad && !dependents_handle(&dag.tasks, &task.name);
                     if visible(n)
                         && !hooks_waiting.contains(&task.name)
                         && !names.contains_key(&task.name)
@@ -2303,6 +2354,15 @@ impl WorkflowRun {
                         }
                         names.insert(task.name.clone(), tid.clone());
                         progressed = true;
+                    }
+                    if settles && !self.subtree_has_unfinished(&tid) {
+                        self.settled_tasks.insert(
+                            tid.clone(),
+                            SettledTask {
+                                bad: is_bad,
+                                aggregate: aggregates.get(&task.name).cloned(),
+                            },
+                        );
                     }
                     continue;
                 }
