@@ -53,10 +53,11 @@ use std::time::{Duration, Instant};
 use common::{ROADIE, shared_dir};
 use serde_json::Value;
 
-/// The number of examples that passed when this floor was last raised; fewer
-/// is a regression even if every failure is listed as known. Raise it as
-/// examples start passing.
-const PASS_FLOOR: usize = 122;
+/// Fewer passing examples is a regression even if every failure is listed as
+/// known. 131 passed when it was last raised; three of those are listed as
+/// known because their outcome is random (template-defaults, resubmit,
+/// retry-on-error) and may end otherwise in a given suite.
+const PASS_FLOOR: usize = 128;
 
 /// Examples run at once (`ROADIE_CONFORMANCE_JOBS` overrides it). Most of an
 /// example's time is spent in `sleep`; four keep the two cores CI has from
