@@ -63,18 +63,24 @@ pub(super) fn hooks_of(extra: &roadie_spec::Extra) -> Vec<Hook> {
 
 /// A step's or task's exit hook: `onExit: TEMPLATE`, else `hooks.exit`.
 pub(super) fn exit_hook(step: &WorkflowStep) -> Option<Hook> {
-    if let Some(t) = &step.on_exit {
-        return Some(Hook {
+    exit_hook_of(step.on_exit.as_deref(), &step.extra)
+}
+
+/// The exit hook of a step, a task or the workflow (`spec.onExit` /
+/// `spec.hooks.exit`): the `onExit` template if there is one, else `hooks.exit`.
+pub(super) fn exit_hook_of(on_exit: Option<&str>, extra: &roadie_spec::Extra) -> Option<Hook> {
+    match on_exit {
+        Some(t) => Some(Hook {
             name: "exit".into(),
             step: WorkflowStep {
                 name: "onExit".into(),
-                template: Some(t.clone()),
+                template: Some(t.to_string()),
                 ..Default::default()
             },
             expression: None,
-        });
+        }),
+        None => hooks_of(extra).into_iter().find(|h| h.name == "exit"),
     }
-    hooks_of(&step.extra).into_iter().find(|h| h.name == "exit")
 }
 
 /// Where a step's or task's hooks run: the template that holds the step, the

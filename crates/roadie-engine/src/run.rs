@@ -967,20 +967,7 @@ impl WorkflowRun {
         if !self.in_exit_handler && !self.teardown_all(now) {
             return;
         }
-        let exit_hook = match &self.wf.spec.on_exit {
-            Some(t) => Some(hooks::Hook {
-                name: "exit".into(),
-                step: WorkflowStep {
-                    name: "onExit".into(),
-                    template: Some(t.clone()),
-                    ..Default::default()
-                },
-                expression: None,
-            }),
-            None => hooks::hooks_of(&self.wf.spec.extra)
-                .into_iter()
-                .find(|h| h.name == "exit"),
-        };
+        let exit_hook = hooks::exit_hook_of(self.wf.spec.on_exit.as_deref(), &self.wf.spec.extra);
         if let (Some(exit), false) = (
             exit_hook,
             matches!(self.shutdown, Some((StopMode::Terminate, _))),

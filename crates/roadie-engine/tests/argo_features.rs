@@ -359,11 +359,7 @@ spec:
     );
     let l = s.take_launch(".use");
     assert_eq!(l.argv, ["echo", "hi"]);
-    s.event(Event::StepStarted {
-        node: l.node.clone(),
-        ip: "127.0.0.1".into(),
-    });
-    s.exit_id(&l.node, 0, "hi");
+    s.finish_launch(&l, 0, "hi");
     let l = s.take_launch(".show");
     assert_eq!(l.argv, ["echo", "hi"]);
 }
@@ -427,11 +423,7 @@ spec:
     );
     let first = s.take_launch(".first");
     assert_eq!(first.argv, ["echo", "I am first"]);
-    s.event(Event::StepStarted {
-        node: first.node.clone(),
-        ip: "127.0.0.1".into(),
-    });
-    s.exit_id(&first.node, 0, "");
+    s.finish_launch(&first, 0, "");
     let leaf = s.take_launch(".leaf");
     assert_eq!(leaf.argv, ["echo", "I am leaf"]);
 }

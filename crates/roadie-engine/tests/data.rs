@@ -57,11 +57,7 @@ fn a_data_template_lists_transforms_and_feeds_a_loop() {
     assert_eq!(launched.len(), 2, "{launched:?}");
     let first = s.take_launch(".each(0:a/main.log)");
     assert_eq!(first.argv, ["cat", "a/main.log"]);
-    s.event(roadie_engine::Event::StepStarted {
-        node: first.node.clone(),
-        ip: "127.0.0.1".into(),
-    });
-    s.exit_id(&first.node, 0, "");
+    s.finish_launch(&first, 0, "");
     s.run_step(".each(1:b/main.log)", 0, "");
     assert_eq!(s.phase(), WorkflowPhase::Succeeded);
 }

@@ -37,11 +37,7 @@ spec:
     let hook = s.take_launch(".work.onExit");
     assert_eq!(hook.argv, ["echo", "Succeeded after work"]);
     assert!(s.launched.is_empty(), "{:?}", s.launched_names());
-    s.event(roadie_engine::Event::StepStarted {
-        node: hook.node.clone(),
-        ip: "127.0.0.1".into(),
-    });
-    s.exit_id(&hook.node, 0, "");
+    s.finish_launch(&hook, 0, "");
     s.run_step(".next", 0, "");
     assert_eq!(s.phase(), WorkflowPhase::Succeeded);
     assert_eq!(s.node(".work.onExit").display_name, "work.onExit");
@@ -82,11 +78,7 @@ spec:
     s.exit(".step-1", 0, "");
     let success = s.take_launch(".step-1.hooks.success");
     // The step group (and the workflow) wait for both hooks.
-    s.event(roadie_engine::Event::StepStarted {
-        node: success.node.clone(),
-        ip: "127.0.0.1".into(),
-    });
-    s.exit_id(&success.node, 0, "");
+    s.finish_launch(&success, 0, "");
     assert_eq!(s.phase(), WorkflowPhase::Running);
     s.event(roadie_engine::Event::StepStarted {
         node: running.node.clone(),
@@ -189,18 +181,10 @@ spec:
     s.run_step(".a", 3, "");
     // The exit handler waits for the running hook to finish.
     assert!(s.launched.is_empty(), "{:?}", s.launched_names());
-    s.event(roadie_engine::Event::StepStarted {
-        node: running.node.clone(),
-        ip: "127.0.0.1".into(),
-    });
-    s.exit_id(&running.node, 0, "");
+    s.finish_launch(&running, 0, "");
     let exit = s.take_launch("wf.onExit");
     assert_eq!(exit.argv, ["echo", "Failed"]);
-    s.event(roadie_engine::Event::StepStarted {
-        node: exit.node.clone(),
-        ip: "127.0.0.1".into(),
-    });
-    s.exit_id(&exit.node, 0, "");
+    s.finish_launch(&exit, 0, "");
     assert_eq!(s.phase(), WorkflowPhase::Failed);
 }
 

@@ -250,6 +250,16 @@ impl Sim {
         l.node
     }
 
+    /// Reports a launch the test took (`take_launch`) as started, then as
+    /// exited with `code` and `stdout`.
+    pub fn finish_launch(&mut self, launch: &StepLaunch, code: i32, stdout: &str) {
+        self.event(Event::StepStarted {
+            node: launch.node.clone(),
+            ip: "127.0.0.1".into(),
+        });
+        self.exit_id(&launch.node, code, stdout);
+    }
+
     pub fn exit(&mut self, suffix: &str, code: i32, stdout: &str) {
         let id = self.id(suffix);
         self.exit_id(&id, code, stdout);
