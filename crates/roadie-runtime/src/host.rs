@@ -563,8 +563,17 @@ pub(crate) fn prepare_and_spawn(shared: &Shared, launch: StepLaunch) -> Result<S
     let script_path = match script {
         Some(source) => {
             let path = shared.registry.script_path(next_seq(), &key);
-            write_script(&path, &source)
-                .map_err(|e| format!("cannot write script file {}: {e}", path.display()))?;
+            // The registry directory may have been removed under us (as `begin` allows
+            // for): make it again once.
+            let written = match write_script(&path, &source) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => shared
+                    .registry
+                    .ensure_dir()
+                    .map_err(std::io::Error::other)
+                    .and_then(|()| write_script(&path, &source)),
+                other => other,
+            };
+            written.map_err(|e| format!("cannot write script file {}: {e}", path.display()))?;
             Some(path)
         }
         None => None,

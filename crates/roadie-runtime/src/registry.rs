@@ -83,7 +83,7 @@ impl Registry {
 
     /// (Re)creates the owner directory and its `boot_id`; also used when someone removed
     /// the directory under a running roadie.
-    fn ensure_dir(&self) -> Result<(), RuntimeError> {
+    pub(crate) fn ensure_dir(&self) -> Result<(), RuntimeError> {
         fs::create_dir_all(&self.dir).map_err(|source| RuntimeError::Io {
             action: "cannot create the process registry directory",
             path: self.dir.clone(),
