@@ -94,12 +94,17 @@ impl Registry {
             path: PathBuf::from("/proc/sys/kernel/random/boot_id"),
             source,
         })?;
+        // Written aside and renamed into place, so that a roadie reaping at the same
+        // moment never reads a half-written id.
         let path = self.dir.join(BOOT_ID_FILE);
-        fs::write(&path, format!("{boot}\n")).map_err(|source| RuntimeError::Io {
-            action: "cannot write",
-            path,
-            source,
-        })
+        let partial = self.dir.join(format!("{BOOT_ID_FILE}.partial"));
+        fs::write(&partial, format!("{boot}\n"))
+            .and_then(|()| fs::rename(&partial, &path))
+            .map_err(|source| RuntimeError::Io {
+                action: "cannot write",
+                path,
+                source,
+            })
     }
 
     /// Where the record of slot `slot` lives.
@@ -313,9 +318,12 @@ pub fn reap_leftovers(state_dir: &Path) -> Result<Vec<u32>, RuntimeError> {
         };
         let recorded_boot = fs::read_to_string(path.join(BOOT_ID_FILE))
             .map(|s| s.trim().to_owned())
-            .ok();
-        // A missing boot_id means the owner died while creating its directory; treat it as
-        // this boot: the start-time checks below still protect strangers.
+            .ok()
+            .filter(|b| !b.is_empty());
+        // A missing or empty boot_id means the owner is creating its directory right now
+        // (another roadie starting at the same time) or died doing so; treat it as this
+        // boot: the start-time checks below still protect strangers. (Taking an empty one
+        // for another boot deleted the directory of a live worker that was writing it.)
         let same_boot = recorded_boot.as_deref().is_none_or(|b| b == boot);
         if same_boot && owner_alive(pid, start) {
             continue;
@@ -494,5 +502,36 @@ mod tests {
         fs::write(owner.join("1.group"), format!("{} 0\n", std::process::id())).unwrap();
         assert_eq!(reap_leftovers(dir.path()).unwrap(), Vec::<u32>::new());
         assert!(!owner.exists());
+    }
+
+    /// A live roadie caught between creating its boot_id file and writing it (an
+    /// empty file) keeps its registry: it is not from another boot.
+    #[test]
+    fn a_live_owner_with_an_empty_boot_id_keeps_its_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = procfs::self_start_time().unwrap();
+        let owner = dir
+            .path()
+            .join(RUNNING_DIR)
+            .join(format!("{}.{start}", std::process::id()));
+        fs::create_dir_all(&owner).unwrap();
+        fs::write(owner.join(BOOT_ID_FILE), "").unwrap();
+        assert_eq!(reap_leftovers(dir.path()).unwrap(), Vec::<u32>::new());
+        assert!(owner.exists());
+    }
+
+    /// The boot id is never seen half-written: it is renamed into place.
+    #[test]
+    fn the_boot_id_is_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let text = fs::read_to_string(registry.dir().join(BOOT_ID_FILE)).unwrap();
+        assert_eq!(text.trim(), procfs::boot_id().unwrap());
+        assert!(
+            !registry
+                .dir()
+                .join(format!("{BOOT_ID_FILE}.partial"))
+                .exists()
+        );
     }
 }
