@@ -12,21 +12,6 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 use common::{Env, wait_for};
 use serde_json::Value;
 
-/// Stops the test's daemon however the test ends.
-struct Daemon<'a>(&'a Env);
-
-impl Drop for Daemon<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.roadie(&["daemon", "stop"]);
-    }
-}
-
-fn start_daemon(env: &Env) -> Daemon<'_> {
-    env.roadie(&["daemon", "start", "--workers", "1"])
-        .expect_code(0);
-    Daemon(env)
-}
-
 /// Midnight UTC on 1 January of `years` years after this one.
 fn new_year(years: i32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(Utc::now().year() + years, 1, 1, 0, 0, 0)
@@ -68,7 +53,7 @@ fn two_scheduled_times_start_two_labelled_workflows_that_succeed() {
     let again = env.roadie(&["cron", "create", &file]);
     assert_ne!(again.code, Some(0));
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
-    let _daemon = start_daemon(&env);
+    let _daemon = env.start_daemon(&["--workers", "1"]);
 
     let (t1, t2) = (new_year(1), new_year(2));
     // Before the first scheduled time nothing starts.
@@ -121,7 +106,7 @@ fn forbid_skips_while_one_runs_and_suspend_stops_firing() {
         "[sleep, \"300\"]",
     );
     env.roadie(&["cron", "create", &file]).expect_code(0);
-    let _daemon = start_daemon(&env);
+    let _daemon = env.start_daemon(&["--workers", "1"]);
 
     let (t1, t2, t3, t4) = (new_year(1), new_year(2), new_year(3), new_year(4));
     let first = child("forbid", t1);
@@ -168,7 +153,7 @@ fn the_daemon_scheduler_starts_a_workflow_on_time_after_a_create_wakes_it() {
         .push(("ROADIE_CRON_TEST_OFFSET_SECS".into(), offset.to_string()));
     let due = real + offset + 3;
     assert_eq!(due.rem_euclid(60), 0);
-    let _daemon = start_daemon(&env);
+    let _daemon = env.start_daemon(&["--workers", "1"]);
     // Created after the daemon started: the scheduler, idle with nothing to
     // schedule, must be woken by the create, or it would look only a
     // minute later, past the grace, and skip the time.
@@ -210,7 +195,7 @@ fn the_argo_example_runs_with_its_scheduled_time() {
     let t = new_year(1);
     let name = child("hello-world", t);
     assert_eq!(tick(&env, t, 0), format!("started {name}\n"));
-    let _daemon = start_daemon(&env);
+    let _daemon = env.start_daemon(&["--workers", "1"]);
     env.roadie_within(&["wait", &name], Duration::from_secs(60))
         .expect_code(0);
     let out = env.roadie(&["logs", &name]);

@@ -130,15 +130,7 @@ fn the_daemons_workers_share_the_cache() {
     fs::write(&file, MEMO).expect("write");
     let file = file.display().to_string();
     let out = env.out_param();
-    env.roadie(&["daemon", "start", "--workers", "2"])
-        .expect_code(0);
-    struct Stop<'a>(&'a Env);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.roadie(&["daemon", "stop"]);
-        }
-    }
-    let _stop = Stop(&env);
+    let _daemon = env.start_daemon(&["--workers", "2"]);
     for i in 0..4 {
         let name = format!("sub-{i}");
         env.roadie(&["submit", &file, "--name", &name, "-p", &out])

@@ -128,9 +128,7 @@ fn a_workflow_level_mutex_serializes_workflows_across_two_workers() {
     let env = Env::new();
     let file = write(&env, "wf-mutex.yaml", &workflow_mutex_yaml());
     let dir = format!("dir={}", env.dir().display());
-    env.roadie(&["daemon", "start", "--workers", "2"])
-        .expect_code(0);
-    let _stop = StopDaemon(&env);
+    let _daemon = env.start_daemon(&["--workers", "2"]);
     let mut names = Vec::new();
     for who in ["w1", "w2", "w3", "w4"] {
         let out = env.roadie(&["submit", &file, "-p", &dir, "-p", &format!("who={who}")]);
@@ -151,20 +149,6 @@ fn a_workflow_level_mutex_serializes_workflows_across_two_workers() {
         );
     }
     assert_alternates(&env.dir().join("trace"), 4);
-}
-
-/// Stops the test's daemon when the test ends, passed or not.
-struct StopDaemon<'a>(&'a Env);
-
-impl Drop for StopDaemon<'_> {
-    fn drop(&mut self) {
-        let _ = self
-            .0
-            .command(&["daemon", "stop", "--timeout", "20"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
 }
 
 const SEMAPHORE_YAML: &str = r#"apiVersion: argoproj.io/v1alpha1
@@ -395,9 +379,7 @@ fn a_workflow_resumed_after_its_worker_was_killed_keeps_its_lock() {
     let dir = format!("dir={}", env.dir().display());
     let gate = env.dir().join("gate");
     let gate_param = format!("gate={}", gate.display());
-    env.roadie(&["daemon", "start", "--workers", "2"])
-        .expect_code(0);
-    let _stop = StopDaemon(&env);
+    let _daemon = env.start_daemon(&["--workers", "2"]);
     let submit = |who: &str| {
         let out = env.roadie(&[
             "submit",

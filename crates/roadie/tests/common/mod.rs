@@ -210,6 +210,33 @@ impl Env {
     }
 }
 
+/// A daemon a test started with [`Env::start_daemon`]: stopped however the
+/// test ends, so a failing test leaves no supervisor or worker behind.
+pub struct DaemonGuard<'a>(&'a Env);
+
+impl Drop for DaemonGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .command(&["daemon", "stop", "--timeout", "20"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Env {
+    /// `roadie daemon start ARGS` (which must succeed), stopped when the
+    /// returned guard is dropped.
+    #[track_caller]
+    pub fn start_daemon(&self, args: &[&str]) -> DaemonGuard<'_> {
+        let mut all = vec!["daemon", "start"];
+        all.extend_from_slice(args);
+        self.roadie(&all).expect_code(0);
+        DaemonGuard(self)
+    }
+}
+
 /// A roadie process started in the background. Killed (SIGKILL) when dropped,
 /// so a failing test does not leave it behind.
 pub struct Running {
