@@ -341,17 +341,9 @@ impl WorkflowRun {
     /// exists (after a resume) it makes the call again and drives the node.
     pub(super) fn start_workflow_hook(&mut self, now: Time, hook: &Hook, name: &str) {
         let id = node_id(&self.name, name);
-        let tmpl = if let Some(t) = &hook.step.template {
-            self.templates
-                .get(t)
-                .cloned()
-                .ok_or_else(|| format!("hook '{}': template '{t}' not found", hook.name))
-        } else if let Some(r) = &hook.step.template_ref {
-            crate::library::resolve_ref(&self.library, r, self.wf.spec.template_defaults.as_deref())
-                .map(Arc::new)
-        } else {
-            Err(format!("hook '{}' names no template", hook.name))
-        };
+        let tmpl = self
+            .step_template(&hook.step)
+            .map_err(|e| format!("hook '{}': {e}", hook.name));
         let template_name = hook.step.template.clone().unwrap_or_default();
         let call = tmpl.and_then(|t| {
             let mut args = Vec::new();

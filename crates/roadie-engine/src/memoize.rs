@@ -72,13 +72,7 @@ impl WorkflowRun {
             Some(MemoLookup::Pending { .. }) => true,
             Some(MemoLookup::Miss) => false,
             Some(MemoLookup::Hit(outputs)) => {
-                let node_type = match call.template.kind() {
-                    TemplateKind::Steps => NodeType::Steps,
-                    TemplateKind::Dag => NodeType::Dag,
-                    TemplateKind::Suspend => NodeType::Suspend,
-                    _ => NodeType::Pod,
-                };
-                self.create_node(call, node_type, now);
+                self.create_node(call, node_type_of(&call.template), now);
                 let status = MemoizationStatus {
                     hit: true,
                     key: memo.key.clone(),

@@ -307,6 +307,17 @@ struct PassedGroup {
     aggregates: Vec<(String, BTreeMap<String, String>)>,
 }
 
+/// The type of the node a template makes (a retry wrapper aside): what a
+/// stand-in or a memoized node shows before or instead of running it.
+fn node_type_of(t: &Template) -> NodeType {
+    match t.kind() {
+        TemplateKind::Steps => NodeType::Steps,
+        TemplateKind::Dag => NodeType::Dag,
+        TemplateKind::Suspend => NodeType::Suspend,
+        _ => NodeType::Pod,
+    }
+}
+
 /// A settled DAG task: whether it fails its DAG (failFast), and its loop
 /// aggregate.
 #[derive(Debug, Clone)]
@@ -990,11 +1001,9 @@ impl WorkflowRun {
                         .insert("workflow.status".into(), root_phase.as_str().into());
                     self.globals
                         .insert("workflow.failures".into(), self.failures_json());
-                    let dur = (now - self.status.started_at.unwrap_or(now)).num_milliseconds()
-                        as f64
-                        / 1000.0;
+                    let ran = self.seconds_run(now);
                     self.globals
-                        .insert("workflow.duration".into(), format!("{dur}"));
+                        .insert("workflow.duration".into(), format!("{ran}"));
                     self.start_workflow_hook(now, &exit, &exit_name);
                 }
             }
@@ -1185,8 +1194,10 @@ impl WorkflowRun {
         vars.insert("retries".to_string(), attempt.to_string());
         // Argo resolves `{{workflow.duration}}` wherever it is used, as the
         // seconds the workflow has run so far.
-        let ran = (now - self.status.started_at.unwrap_or(now)).num_milliseconds() as f64 / 1000.0;
-        vars.insert("workflow.duration".to_string(), format!("{ran}"));
+        vars.insert(
+            "workflow.duration".to_string(),
+            format!("{}", self.seconds_run(now)),
+        );
         let tmpl = match substitute_template(&call.template, &vars, Unresolved::Keep) {
             Ok(t) => Arc::new(t),
             Err(msg) => {
@@ -2793,6 +2804,29 @@ impl WorkflowRun {
         s
     }
 
+    /// The template a step (or task, or hook) runs: inline, by name, or
+    /// through `templateRef`, with `templateDefaults` applied.
+    fn step_template(&self, step: &WorkflowStep) -> Result<Arc<Template>, String> {
+        let defaults = self.wf.spec.template_defaults.as_deref();
+        if let Some(inline) = &step.inline {
+            Ok(Arc::new(apply_defaults(inline, defaults)))
+        } else if let Some(name) = &step.template {
+            self.templates
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("template '{name}' not found"))
+        } else if let Some(r) = &step.template_ref {
+            crate::library::resolve_ref(&self.library, r, defaults).map(Arc::new)
+        } else {
+            Err(format!("step '{}' names no template", step.name))
+        }
+    }
+
+    /// The seconds the workflow has run by `now`: `{{workflow.duration}}`.
+    fn seconds_run(&self, now: Time) -> f64 {
+        (now - self.status.started_at.unwrap_or(now)).num_milliseconds() as f64 / 1000.0
+    }
+
     /// `when`, template lookup and argument substitution for a step or task.
     fn prepare_step(&self, step: &WorkflowStep, scope: &ScopeOwned<'_>) -> StepPrep {
         // `{{steps.name}}` / `{{tasks.name}}`: the name of the step or task
@@ -2812,27 +2846,9 @@ impl WorkflowRun {
                 Err(e) => return StepPrep::Error(format!("when '{when}': {e}")),
             }
         }
-        let tmpl = if let Some(inline) = &step.inline {
-            Arc::new(apply_defaults(
-                inline,
-                self.wf.spec.template_defaults.as_deref(),
-            ))
-        } else if let Some(name) = &step.template {
-            match self.templates.get(name) {
-                Some(t) => t.clone(),
-                None => return StepPrep::Error(format!("template '{name}' not found")),
-            }
-        } else if let Some(r) = &step.template_ref {
-            match crate::library::resolve_ref(
-                &self.library,
-                r,
-                self.wf.spec.template_defaults.as_deref(),
-            ) {
-                Ok(t) => Arc::new(t),
-                Err(e) => return StepPrep::Error(e),
-            }
-        } else {
-            return StepPrep::Error(format!("step '{}' names no template", step.name));
+        let tmpl = match self.step_template(step) {
+            Ok(t) => t,
+            Err(e) => return StepPrep::Error(e),
         };
         let tmpl =
             match crate::artifacts::bind_arguments(&tmpl, &step.arguments.artifacts, &layered) {

@@ -26,8 +26,7 @@
 use std::sync::Arc;
 
 use roadie_spec::{
-    NodePhase, NodeSynchronizationStatus, NodeType, Synchronization, Template, TemplateKind,
-    WorkflowPhase,
+    NodePhase, NodeSynchronizationStatus, NodeType, Synchronization, Template, WorkflowPhase,
 };
 
 use super::{Action, Call, Time, WorkflowRun, node_id};
@@ -370,10 +369,5 @@ fn standin_type(t: &Arc<Template>, run: &WorkflowRun) -> NodeType {
     if t.retry_strategy.is_some() || run.wf.spec.retry_strategy.is_some() {
         return NodeType::Retry;
     }
-    match t.kind() {
-        TemplateKind::Steps => NodeType::Steps,
-        TemplateKind::Dag => NodeType::Dag,
-        TemplateKind::Suspend => NodeType::Suspend,
-        _ => NodeType::Pod,
-    }
+    super::node_type_of(t)
 }

@@ -1333,8 +1333,9 @@ impl PgStore {
 
 /// CronWorkflows (`cron_workflows` table).
 impl PgStore {
-    /// Runs one statement in its own transaction and returns the rows it changed.
-    fn cron_execute(
+    /// Runs one statement in its own transaction and returns the rows it
+    /// changed (crons, and the memo cache, use it).
+    fn execute_one(
         &self,
         sql: &'static str,
         args: &[&(dyn ToSql + Sync)],
@@ -1354,7 +1355,7 @@ impl PgStore {
         let db = self.shown.as_path();
         let manifest = codec::encode(db, &rec.manifest, || format!("CronWorkflow {}", rec.name))?;
         let ctx = || format!("storing CronWorkflow {:?}", rec.name);
-        let n = self.cron_execute(
+        let n = self.execute_one(
             "INSERT INTO cron_workflows \
              (name, manifest, suspended, created_at, last_scheduled_time, cursor) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
@@ -1404,7 +1405,7 @@ impl PgStore {
 
     pub(crate) fn delete_cron(&self, name: &str) -> Result<bool, StoreError> {
         let ctx = || format!("deleting CronWorkflow {name:?}");
-        let n = self.cron_execute("DELETE FROM cron_workflows WHERE name = $1", &[&name], &ctx)?;
+        let n = self.execute_one("DELETE FROM cron_workflows WHERE name = $1", &[&name], &ctx)?;
         Ok(n > 0)
     }
 
@@ -1430,7 +1431,7 @@ impl PgStore {
             format!("memo cache {:?} key {:?}", entry.cache, entry.key)
         })?;
         let ctx = || format!("saving memo cache {:?} key {:?}", entry.cache, entry.key);
-        self.cron_execute(
+        self.execute_one(
             "INSERT INTO memo_cache (cache, key, node_id, outputs, created_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (cache, key) DO UPDATE SET \
              node_id = excluded.node_id, outputs = excluded.outputs, \
@@ -1460,7 +1461,7 @@ impl PgStore {
     }
 
     pub(crate) fn memo_delete(&self, cache: &str, key: Option<&str>) -> Result<usize, StoreError> {
-        let n = self.cron_execute(
+        let n = self.execute_one(
             "DELETE FROM memo_cache WHERE cache = $1 AND ($2::TEXT IS NULL OR key = $2)",
             &[&cache, &key],
             &|| format!("deleting from memo cache {cache:?}"),
@@ -1497,7 +1498,7 @@ impl PgStore {
         suspended: bool,
     ) -> Result<bool, StoreError> {
         let ctx = || format!("suspending or resuming CronWorkflow {name:?}");
-        let n = self.cron_execute(
+        let n = self.execute_one(
             "UPDATE cron_workflows SET suspended = $2 WHERE name = $1",
             &[&name, &suspended],
             &ctx,
@@ -1513,7 +1514,7 @@ impl PgStore {
         scheduled: Option<&Time>,
     ) -> Result<bool, StoreError> {
         let ctx = || format!("advancing CronWorkflow {name:?}");
-        let n = self.cron_execute(
+        let n = self.execute_one(
             "UPDATE cron_workflows SET cursor = $3, \
              last_scheduled_time = COALESCE($4, last_scheduled_time) \
              WHERE name = $1 AND cursor IS NOT DISTINCT FROM $2",
